@@ -1,0 +1,52 @@
+# gptlab — `make help` lists the targets.
+# torch is installed first and pinned, so pip never swaps in a multi-GB CUDA build by accident.
+# On a GPU machine: make train TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url <your CUDA wheel index>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= dev
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast bench tensorboard lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install gptlab (again only when pyproject.toml changed)
+
+train: $(STAMP) ## pretrain the default experiment on the bundled Shakespeare (args: ARGS="key=value ...")
+	$(BIN)/gptlab-train $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## the suite without tests marked slow
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+bench: $(STAMP) ## speed benchmarks, side by side in one run (results in benchmarks/results/)
+	$(BIN)/python benchmarks/train_speed.py $(ARGS)
+
+tensorboard: $(STAMP) ## serve every run under logs/ at http://localhost:6006
+	$(BIN)/tensorboard --logdir logs --port 6006
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP) ## ruff fix and format
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean: ## remove caches and run logs (keeps .venv and data)
+	rm -rf logs/* data/.cache .pytest_cache .ruff_cache benchmarks/results
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+	touch logs/.gitkeep

@@ -1,0 +1,16 @@
+"""gptlab: a Lightning + Hydra template for GPT models built from scratch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+__version__ = "0.1.0"
+
+# The checkout this package is installed from (editable install): configs/, data/ and logs/ live there.
+PROJECT_ROOT = Path(os.environ.get("GPTLAB_ROOT", Path(__file__).resolve().parents[2]))
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+OmegaConf.register_new_resolver("gptlab_root", lambda: str(PROJECT_ROOT), replace=True)

@@ -1,0 +1,36 @@
+"""``gptlab-generate``: sample text from a checkpoint; the checkpoint alone is enough.
+
+gptlab-generate ckpt_path=path/to/last.ckpt prompt="ROMEO:" max_new_tokens=300 top_k=50
+"""
+
+from __future__ import annotations
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from gptlab.models.module import GPTModule
+from gptlab.utils import check_config_dir
+
+
+def generate(cfg: DictConfig) -> list[str]:
+    """Return ``cfg.num_samples`` continuations of ``cfg.prompt`` (prompt included)."""
+    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+    top_k = cfg.top_k if cfg.top_k and cfg.top_k > 0 else None
+    return [
+        cfg.prompt + model.generate(cfg.prompt, cfg.max_new_tokens, cfg.temperature, top_k, generator)
+        for _ in range(cfg.num_samples)
+    ]
+
+
+@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="generate")
+def main(cfg: DictConfig) -> None:
+    for i, text in enumerate(generate(cfg)):
+        if i:
+            print("\n" + "-" * 40)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
