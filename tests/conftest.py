@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,25 +37,26 @@ TINY_OVERRIDES = [
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
-    path.write_text(ENGLISH * 40 + CHINESE * 10, encoding="utf-8")
+    path.write_text((ENGLISH + CHINESE) * 30, encoding="utf-8")
     return path
+
+
+def compose_config(out_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose configs/<config_name>.yaml as a run would see it, with outputs and caches in out_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir / "run")
+        cfg.paths.log_dir = str(out_dir / "logs")
+        cfg.paths.cache_dir = str(out_dir / "cache")
+        del cfg.hydra  # as inside a real run: the task function never sees the hydra node
+    return cfg
 
 
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose configs/<config_name>.yaml with overrides, writing outputs and caches under tmp_path."""
-
-    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            cfg.paths.cache_dir = str(tmp_path / "cache")
-            del cfg.hydra  # as inside a real run: the entry point never sees the hydra node
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    """Compose a config with overrides, writing outputs and caches under tmp_path."""
+    return functools.partial(compose_config, tmp_path)

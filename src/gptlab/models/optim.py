@@ -13,8 +13,8 @@ def weight_decay_groups(model: nn.Module) -> list[dict]:
     """Decay matrices and embeddings (dim >= 2); never biases or norm gains (as GPT-2 / nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]  # parameters() de-duplicates tied weights
     return [
-        {"params": [p for p in params if p.dim() >= 2]},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "name": "decay"},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "name": "no_decay"},
     ]
 
 

@@ -1,0 +1,75 @@
+"""Every config composes, mirrors its constructor, and typos get Hydra's clear errors."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import get_class, get_method
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab import CONFIG_DIR
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+CPU_TRAINERS = [t for t in options("trainer") if t not in {"gpu", "ddp", "mps"}]
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_resolves(compose_train, experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    assert "${" not in OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_composes(compose_train, trainer):
+    cfg = compose_train(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "lightning.pytorch.trainer.Trainer"
+    assert cfg.trainer.max_steps == 2000  # every trainer keeps the step-based defaults
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_every_debug_config_composes(compose_train, debug):
+    cfg = compose_train(f"debug={debug}")
+    assert cfg.trainer.accelerator == "cpu"
+
+
+def test_unknown_experiment_names_the_choices(compose_train):
+    with pytest.raises(
+        ConfigCompositionException, match=r"(?s)shakespear_char.*Available options.*shakespeare_char"
+    ):
+        compose_train("experiment=shakespear_char")
+
+
+def test_override_of_a_missing_key_is_refused(compose_train):
+    with pytest.raises(ConfigCompositionException, match=r"(?s)Could not override .model.lr.*\+model.lr=0.1"):
+        compose_train("model.lr=0.1")
+
+
+def _targets(node, found):
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            found.append(node)
+        for value in node.values():
+            _targets(value, found)
+    return found
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_config_keys_are_constructor_arguments(compose_train, experiment):
+    """A key in YAML is an argument of the `_target_` beside it (configs mirror constructors)."""
+    cfg = compose_train(f"experiment={experiment}")
+    for node in _targets(cfg, []):
+        try:
+            target = get_class(node._target_)
+            params = inspect.signature(target.__init__).parameters
+        except ValueError:
+            params = inspect.signature(get_method(node._target_)).parameters
+        accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in node if not k.startswith("_") and k not in params]
+        assert accepts_kwargs or not unknown, f"{node._target_} takes no {unknown}"
