@@ -7,12 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from gptlab import CONFIG_DIR
+from gptlab import utils
 
 ENGLISH = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -43,17 +40,12 @@ def corpus(tmp_path: Path) -> Path:
 
 def compose_config(out_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
     """Compose configs/<config_name>.yaml as a run would see it, with outputs and caches in out_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir / "run")
-        cfg.paths.log_dir = str(out_dir / "logs")
-        cfg.paths.cache_dir = str(out_dir / "cache")
-        del cfg.hydra  # as inside a real run: the task function never sees the hydra node
-    return cfg
+    paths = [
+        f"paths.output_dir={out_dir / 'run'}",
+        f"paths.log_dir={out_dir / 'logs'}",
+        f"paths.cache_dir={out_dir / 'cache'}",
+    ]
+    return utils.compose_config(*paths, *overrides, config_name=config_name)
 
 
 @pytest.fixture
