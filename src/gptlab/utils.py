@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.tree import Tree
 
-from gptlab import CONFIG_DIR
+from gptlab import CONFIG_DIR, PROJECT_ROOT
+
+log = logging.getLogger(__name__)
 
 
 def check_config_dir() -> str:
@@ -41,7 +54,6 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=check_config_dir()):
@@ -51,3 +63,51 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     with open_dict(cfg):
         del cfg.hydra  # a task function never sees the hydra node
     return cfg
+
+
+def git_commit(directory: str | Path) -> str | None:
+    """The commit of the code being run (with ``-dirty`` when the tree has changes), if in a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def record_run(cfg: DictConfig) -> None:
+    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir."""
+    with open_dict(cfg):
+        cfg.git_commit = git_commit(PROJECT_ROOT)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:
+        tree = Tree("config", guide_style="dim")
+        for key, value in cfg.items():
+            branch = tree.add(f"[bold]{key}")
+            text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig | ListConfig) else str(value)
+            branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+        Console().print(tree)
+
+
+def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> float | None:
+    """Run an entry point's task. In a multirun, a failed job is logged and returns NaN, so the
+    sweep records it as failed and goes on; a single run raises as usual."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        try:
+            return task(cfg)
+        except Exception:
+            log.exception("job failed; the sweep goes on")
+            return float("nan")
+    return task(cfg)
