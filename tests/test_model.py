@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gptlab.models.generation import sample
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.module import GPTModule
 
@@ -90,4 +91,57 @@ def test_bad_shapes_are_explained():
 
 def test_hyperparameters_are_primitives():
     hparams = dict(tiny_module().hparams)
-    assert hparams == {"vocab_size": 50, "backbone": BACKBONE}
+    defaults = {
+        "pad_vocab_to_multiple": 64,
+        "pos_embedding": "learned",
+        "rope_base": 10000.0,
+        "norm": "layernorm",
+        "mlp": "gelu",
+        "mlp_hidden": None,
+        "n_kv_head": None,
+        "gelu_approximate": "none",
+    }
+    assert hparams == {"vocab_size": 50, "backbone": {**BACKBONE, **defaults}}
+
+
+def test_padded_vocabulary_ids_are_never_sampled():
+    model = tiny_module(vocab_size=50).eval()
+    assert model.backbone.wte.num_embeddings == 64  # 50 rounded up to a multiple of 64
+    with torch.no_grad():
+        # Padding rows that would win the argmax if their logits were read out: scaled real rows.
+        model.backbone.wte.weight[50:] = 20 * model.backbone.wte.weight[:14]
+    idx = torch.randint(0, 50, (4, 3))
+    assert model(idx).shape == (4, 3, 50)
+    greedy = sample(model, idx, 20, 16, temperature=0)
+    hot = sample(model, idx, 20, 16, temperature=3.0, generator=torch.Generator().manual_seed(0))
+    assert greedy.max() < 50 and hot.max() < 50
+
+
+def test_a_padded_model_gives_the_loss_of_an_unpadded_one_with_the_same_weights():
+    padded = tiny_module(vocab_size=50)
+    unpadded = tiny_module(vocab_size=50, pad_vocab_to_multiple=1)
+    assert unpadded.backbone.wte.num_embeddings == 50
+    state = padded.state_dict()
+    for tied in ("backbone.wte.weight", "lm_head.weight"):  # one tensor, listed under both names
+        state[tied] = state[tied][:50]
+    unpadded.load_state_dict(state)
+    batch = (torch.randint(0, 50, (4, 16)), torch.randint(0, 50, (4, 16)))
+    torch.testing.assert_close(padded._loss(batch), unpadded._loss(batch))
+
+
+def test_flops_per_token_matches_a_hand_count():
+    config = GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    model = GPT(config)
+    embedding = 64 * 8  # 10 tokens padded to 64 rows; position embeddings are left out
+    block = (
+        2 * (8 + 8)  # two LayerNorms, weight and bias
+        + (8 * 24 + 24)  # qkv
+        + (8 * 8 + 8)  # attention output projection
+        + (8 * 32 + 32)  # MLP up
+        + (32 * 8 + 8)  # MLP down
+    )
+    weights = embedding + 2 * block + (8 + 8)  # + the final LayerNorm
+    assert weights == 2272 == model.num_parameters()
+    attention = 12 * 2 * 2 * 4  # 12 · layers · heads · head size, per token of context
+    assert model.flops_per_token(seq_len=4) == 6 * weights + attention * 4 == 14_400
+    assert model.flops_per_token() == 6 * weights + attention * 8  # block_size by default

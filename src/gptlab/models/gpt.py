@@ -1,20 +1,35 @@
 """The GPT backbone: a plain ``nn.Module`` (no Lightning) that maps token ids to hidden states.
 
 Heads live in :mod:`gptlab.models.heads`, so pretraining and classification share this exact module.
+GPT-2 is the default; config switches turn on the later variants one by one: rotary positions, RMSNorm,
+a SwiGLU MLP, linears without bias and grouped-query attention.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptlab.models.layers import Rotary, apply_rotary, make_norm
+
+if TYPE_CHECKING:
+    from gptlab.models.generation import KVCache
+
+POS_EMBEDDINGS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+GELU_APPROXIMATIONS = ("none", "tanh")
+
 
 @dataclass
 class GPTConfig:
+    """Every field is a primitive: the config travels in checkpoints' hyperparameters."""
+
     vocab_size: int
     block_size: int = 256
     n_layer: int = 6
@@ -22,6 +37,18 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True
+    # The embedding (and the tied head's matmul) get rows up to a multiple of this; the extra ids are
+    # never looked up, and the head drops their logits. 1 turns padding off.
+    pad_vocab_to_multiple: int = 64
+    pos_embedding: str = "learned"  # "learned" (GPT-2) or "rope"
+    rope_base: float = 10000.0
+    norm: str = "layernorm"  # or "rmsnorm"
+    mlp: str = "gelu"  # or "swiglu"
+    mlp_hidden: int | None = None  # None: 4·n_embd for gelu, 8/3·n_embd up to a multiple of 64 for swiglu
+    n_kv_head: int | None = None  # fewer key/value heads than query heads: grouped-query attention
+    # The GELU MLP's activation: "none" is the exact erf form (torch's default); "tanh" is the
+    # approximation GPT-2 was trained with ("gelu_new" in Hugging Face), which imported weights need.
+    gelu_approximate: str = "none"
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -29,72 +56,171 @@ class GPTConfig:
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "choose model.backbone.n_embd as a multiple of model.backbone.n_head"
             )
+        for key, allowed in (
+            ("pos_embedding", POS_EMBEDDINGS),
+            ("norm", NORMS),
+            ("mlp", MLPS),
+            ("gelu_approximate", GELU_APPROXIMATIONS),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"model.backbone.{key}={getattr(self, key)!r} is not one of {allowed}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(
+                f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}; each key/value head "
+                "must serve the same number of query heads"
+            )
+        if self.pos_embedding == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"rotary embeddings need an even head size, got n_embd/n_head={self.head_dim}; "
+                "change model.backbone.n_embd or n_head"
+            )
+        if self.pad_vocab_to_multiple < 1:
+            raise ValueError(
+                f"pad_vocab_to_multiple must be >= 1 (1: no padding), got {self.pad_vocab_to_multiple}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.pad_vocab_to_multiple * math.ceil(self.vocab_size / self.pad_vocab_to_multiple)
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            # SwiGLU has three matrices to GELU's two: 8/3·n_embd keeps the parameter count close (LLaMA).
+            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer_index: int) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        self.layer_index = layer_index  # its slot in a KVCache
+        self.qkv = nn.Linear(
+            config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.bias
+        )
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         batch, time, channels = x.shape
-        q, k, v = self.qkv(x).split(channels, dim=2)
-        # (B, T, C) -> (B, heads, T, head_dim)
-        q, k, v = (t.view(batch, time, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        kv_channels = self.n_kv_head * self.head_dim
+        q, k, v = self.qkv(x).split([channels, kv_channels, kv_channels], dim=2)
+        # (B, T, heads * head_dim) -> (B, heads, T, head_dim)
+        q = q.view(batch, time, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(batch, time, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_index, k, v)  # now every token so far, not just the new ones
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q,
+            k,
+            v,
+            attn_mask=causal_mask(time, past, x.device),
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=past == 0,
+            # Grouped-query attention: each key/value head serves n_head / n_kv_head query heads. SDPA
+            # shares them itself (torch >= 2.5): a decode step's attention ran 3x faster than after
+            # copying them with repeat_interleave.
+            enable_gqa=self.n_kv_head != self.n_head,
         )
         y = y.transpose(1, 2).contiguous().view(batch, time, channels)
         return self.resid_dropout(self.proj(y))
 
 
+def causal_mask(time: int, past: int, device: torch.device) -> torch.Tensor | None:
+    """The mask for ``time`` new queries after ``past`` cached keys, or None where SDPA needs none.
+
+    ``is_causal`` aligns its triangle to the top-left corner, which is right only when nothing is cached;
+    a single new token may see everything.
+    """
+    if past == 0 or time == 1:
+        return None
+    # Query i sits at position past + i and may see keys 0 .. past + i.
+    return torch.ones(time, past + time, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
 class MLP(nn.Module):
+    """GPT-2's GELU MLP, or SwiGLU (``silu(gate) * up``, Shazeer 2020) when ``config.mlp == "swiglu"``."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden_size
+        self.gated = config.mlp == "swiglu"
+        self.gelu_approximate = config.gelu_approximate
+        # SwiGLU's gate and up projections share one matmul.
+        self.fc = nn.Linear(config.n_embd, (2 if self.gated else 1) * hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.gelu(self.fc(x))))
+        hidden = self.fc(x)
+        if self.gated:
+            gate, up = hidden.chunk(2, dim=-1)
+            hidden = F.silu(gate) * up
+        else:
+            hidden = F.gelu(hidden, approximate=self.gelu_approximate)
+        return self.dropout(self.proj(hidden))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+    """Pre-norm transformer block."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer_index: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config.norm, config.n_embd, config.bias)
+        self.attn = CausalSelfAttention(config, layer_index)
+        self.ln_2 = make_norm(config.norm, config.n_embd, config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """Token + learned position embeddings, ``n_layer`` blocks, final LayerNorm -> hidden states."""
+    """Token embeddings (+ learned positions, or rotary ones inside attention), ``n_layer`` blocks and a
+    final norm -> hidden states."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        learned = config.pos_embedding == "learned"
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if learned else None
+        self.rotary = None if learned else Rotary(config.head_dim, config.block_size, config.rope_base)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = make_norm(config.norm, config.n_embd, config.bias)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -111,17 +237,43 @@ class GPT(nn.Module):
 
     def num_parameters(self, exclude_positions: bool = True) -> int:
         total = sum(p.numel() for p in self.parameters())
-        return total - self.wpe.weight.numel() if exclude_positions else total
+        if exclude_positions and self.wpe is not None:
+            total -= self.wpe.weight.numel()
+        return total
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """``idx`` (B, T) token ids -> (B, T, n_embd) hidden states after the final LayerNorm."""
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward and backward) at context length ``seq_len`` (default
+        block_size), as nanoGPT's ``estimate_mfu`` counts them (PaLM, appendix B): 6 per weight for the
+        matmuls, position embeddings excluded (they are a lookup), plus 12·L·H·Q·T for attention's
+        scores and weighted sums (L layers, H heads, Q head size, T context)."""
+        config = self.config
+        seq_len = config.block_size if seq_len is None else seq_len
+        attention = 12 * config.n_layer * config.n_head * config.head_dim * seq_len
+        return 6 * self.num_parameters(exclude_positions=True) + attention
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """``idx`` (B, T) token ids -> (B, T, n_embd) hidden states after the final norm.
+
+        With a :class:`~gptlab.models.generation.KVCache`, ``idx`` continues the cached tokens: its
+        positions start at ``cache.length``, it attends to the cached keys and values, and it is
+        appended to them.
+        """
         time = idx.size(1)
-        if time > self.config.block_size:
+        past = 0 if cache is None else cache.length
+        if past + time > self.config.block_size:
+            cached = f"{past} cached tokens and " if past else ""
             raise ValueError(
-                f"sequence of length {time} exceeds the model's block_size {self.config.block_size}"
+                f"{cached}sequence of length {time} exceeds the model's block_size "
+                f"{self.config.block_size}; crop the context (and start a new cache)"
             )
-        positions = torch.arange(time, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(positions))
+        positions = torch.arange(past, past + time, device=idx.device)
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(positions)
+        x = self.drop(x)
+        rope = None if self.rotary is None else self.rotary(positions)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope, cache)
+        if cache is not None:
+            cache.advance(time)
         return self.ln_f(x)
