@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tokenizers import normalizers, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 
 from gptlab import PROJECT_ROOT
+from gptlab.data import fast_bpe
+from gptlab.data.fast_bpe import BYTE_OF_SYMBOL, NoTwinError, hf_encode_batch, mergeable_ranks, twin
+from gptlab.data.hf_tokenizer import byte_symbols
 from gptlab.data.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
@@ -364,3 +370,174 @@ def test_gpt2_unreadable_files_are_named(tmp_path):
     (tmp_path / "c" / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece"}}))
     with pytest.raises(VocabularyFileError, match=r"tokenizer.json does not hold a BPE model"):
         GPT2Tokenizer(str(tmp_path / "c"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tiktoken fast path: the same ids as Hugging Face's, or no fast path at all
+
+SHAKESPEARE = PROJECT_ROOT / "data" / "shakespeare_char.txt"
+TRICKY = {
+    "english": ENGLISH,
+    "chinese": CHINESE,
+    "emoji": EMOJI_AND_CONTROL + "👨‍👩‍👧‍👦 🏳️‍🌈 e\u0301",
+    "control": "".join(map(chr, range(32))) + "\x7f\x85\xa0\u2028\u3000\ufeff",
+    "whitespace": "a" + " " * 100 + "b\t\t \n\n\n  x  \n \t" + " " * 17,
+    "crlf": "line one\r\nline two\r\n\r\n  indented\r\n",
+    "digits": "1234567890 3.14159 -42 2026-11-28 1,000,000 ١٢٣ ⅷ ²",
+    "contractions": "don't I'll we've she'd it's you're I'm THEY'RE 'tis o'clock ' s",
+    "endoftext": f"{END_OF_TEXT} a{END_OF_TEXT}b <|end|>",
+}
+
+
+@pytest.fixture(scope="module")
+def bpe_1k() -> BPETokenizer:
+    tokenizer = BPETokenizer(vocab_size=1024)
+    # Some Chinese and emoji so merges of multi-byte characters are learnt too.
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:300_000]
+    tokenizer.fit([text, CHINESE * 50, TRICKY["emoji"] * 20])
+    return tokenizer
+
+
+@pytest.fixture(params=["bpe", "gpt2"])
+def fast(request, bpe_1k, gpt2) -> Tokenizer:
+    return {"bpe": bpe_1k, "gpt2": gpt2}[request.param]
+
+
+def hf_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return hf_encode_batch(tokenizer.encoder.hf, texts)
+
+
+@pytest.mark.parametrize("text", TRICKY.values(), ids=TRICKY.keys())
+def test_tiktoken_gives_the_hf_ids(fast, text):
+    assert fast.encoder.backend == "tiktoken"
+    assert fast.encode(text) == hf_ids(fast, [text])[0]
+    assert fast.encode_batch([text, "", text[::-1]]) == hf_ids(fast, [text, "", text[::-1]])
+    assert fast.eot_id not in fast.encode(text)
+
+
+def test_tiktoken_gives_the_hf_ids_on_shakespeare(fast):
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:300_000]
+    pieces = [text[i : i + 20_000] for i in range(0, len(text), 20_000)]
+    assert fast.encode(text) == hf_ids(fast, [text])[0]
+    assert fast.encode_batch(pieces) == hf_ids(fast, pieces)
+    assert fast.encode_batch([]) == []
+
+
+def test_tiktoken_ranks_leave_out_endoftext(fast):
+    ranks = mergeable_ranks(fast.encoder.hf, END_OF_TEXT)
+    assert END_OF_TEXT.encode() not in ranks and fast.eot_id not in ranks.values()
+    assert len(ranks) == fast.vocab_size - 1 == len(set(ranks.values()))
+    assert all(bytes([b]) in ranks for b in range(256))
+
+
+def test_byte_symbol_table_is_gpt2s():
+    assert set(BYTE_OF_SYMBOL) == set(ByteLevel.alphabet())
+    assert sorted(BYTE_OF_SYMBOL.values()) == list(range(256))
+    assert BYTE_OF_SYMBOL["Ġ"] == ord(" ") and BYTE_OF_SYMBOL["Ċ"] == ord("\n") and BYTE_OF_SYMBOL["A"] == 65
+    assert {symbol: byte for byte, symbol in enumerate(byte_symbols())} == BYTE_OF_SYMBOL
+
+
+def test_gpt2_fast_path_keeps_openai_ids(gpt2):
+    assert gpt2.encoder.backend == "tiktoken"
+    assert gpt2.encode("Hello world") == [15496, 995]
+    assert gpt2.encode_batch(["Hello world", " world"]) == [[15496, 995], [995]]
+
+
+@pytest.mark.parametrize("layout", ["openai", "tokenizer.json"])
+def test_tiny_vocabulary_takes_the_fast_path(tmp_path, layout):
+    tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path, layout)))
+    assert tokenizer.encoder.backend == "tiktoken"
+    assert tokenizer.encode_batch(["hello world", "ello", "hellow"]) == [
+        [259, 260, 261, 75, 67],
+        [ord("e") - 33, 257, ord("o") - 33],
+        [259, ord("w") - 33],
+    ]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "gpt2"])
+def test_pickled_tokenizer_leaves_the_tiktoken_encoding_behind(bpe_1k, gpt2, kind):
+    # DataLoader workers and ddp_spawn pickle the tokenizer; the copy rebuilds its encoding when used.
+    tokenizer = {"bpe": bpe_1k, "gpt2": gpt2}[kind]
+    state = tokenizer.to_json()
+    assert tokenizer.encoder.backend == "tiktoken"  # built
+    blob = pickle.dumps(tokenizer)
+    assert b"tiktoken" not in blob and b"mergeable_ranks" not in blob
+    copy = pickle.loads(blob)
+    assert copy.encode(ENGLISH) == tokenizer.encode(ENGLISH) and copy.encoder.backend == "tiktoken"
+    assert tokenizer.to_json() == state == copy.to_json()  # the state stays the Hugging Face JSON
+
+
+def test_without_tiktoken_hf_encodes(monkeypatch, bpe_1k):
+    monkeypatch.setattr(fast_bpe, "tiktoken", None)
+    tokenizer = Tokenizer.from_json(bpe_1k.to_json())
+    assert tokenizer.encoder.backend == "hf"
+    assert tokenizer.encode_batch([ENGLISH, CHINESE]) == bpe_1k.encode_batch([ENGLISH, CHINESE])
+
+
+def swapped_ids_vocab() -> dict[str, int]:
+    """The tiny vocabulary with the ids of "he" (merge 1) and "ll" (merge 2) swapped."""
+    vocab = tiny_vocab()
+    vocab["he"], vocab["ll"] = vocab["ll"], vocab["he"]
+    return vocab
+
+
+# "hel" cannot come out of h e l: merge 1 makes h el, and there is no merge "h el".
+UNREACHABLE = (["el", "he", "hel"], [("e", "l"), ("h", "e"), ("he", "l")])
+
+
+def test_vocabulary_tiktoken_cannot_express_falls_back_to_hf(tmp_path, caplog):
+    # Ids out of merge order: HF ranks merges by their line, tiktoken would rank them by id.
+    tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path / "a", "hf", swapped_ids_vocab())))
+    with caplog.at_level(logging.WARNING, logger="gptlab.data.fast_bpe"):
+        assert tokenizer.encoder.backend == "hf"
+    assert "ids do not follow the merge order" in caplog.text and "gptlab-gpt2" in caplog.text
+    assert tokenizer.encode("hello") == [259]  # still HF's ids
+    assert tokenizer.encode("he") == [257]  # "he" now has the id of "ll"
+
+    tokens, merges = UNREACHABLE
+    vocab = {t: i for i, t in enumerate(sorted(ByteLevel.alphabet()) + tokens + [END_OF_TEXT])}
+    tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path / "b", "openai", vocab, merges)))
+    assert tokenizer.encoder.backend == "hf"
+    assert tokenizer.encode("hel") == [ord("h") - 33, 256]
+
+
+@pytest.mark.parametrize(
+    ("vocab", "merges", "error"),
+    [
+        (swapped_ids_vocab(), None, r"merge 2 \('l' 'l'\) makes id 256, not above the previous merge's 257"),
+        # HF keeps a pair listed twice at its last place, here after "l l".
+        (None, [("h", "e"), ("l", "l"), ("h", "e")], r"merge 2 \('h' 'e'\) makes id 256, not above"),
+        (
+            {t: i for i, t in enumerate(sorted(ByteLevel.alphabet()) + UNREACHABLE[0] + [END_OF_TEXT])},
+            UNREACHABLE[1],
+            r"HF's BPE splits the token 'hel' itself into ids \[71, 256\]",
+        ),
+    ],
+    ids=["ids-out-of-order", "pair-listed-twice", "unreachable"],
+)
+def test_twin_refuses_what_would_change_ids(tmp_path, vocab, merges, error):
+    tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path, "hf", vocab, merges)))
+    with pytest.raises(NoTwinError, match=error):
+        twin(tokenizer.encoder.hf, END_OF_TEXT)
+
+
+def test_twin_refuses_other_layouts(tmp_path):
+    tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path, "openai"))).encoder.hf
+    with pytest.raises(NoTwinError, match="makes the reserved token 'he'"):
+        mergeable_ranks(tokenizer, reserved="he")
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.add_special_tokens([END_OF_TEXT])
+    with pytest.raises(NoTwinError, match="added tokens; it has a normalizer; its pre-tokenizer is not"):
+        twin(tokenizer, END_OF_TEXT)
+
+
+@pytest.mark.slow
+def test_tiktoken_splits_every_character_as_hf_does(gpt2):
+    # Both engines classify characters (letter, number, space, other) with their own Unicode tables.
+    # Planes 4-13 are unassigned and 15-16 private use in every Unicode version so far.
+    planes = [*range(0, 0xD800), *range(0xE000, 0x40000), *range(0xE0000, 0xF0000)]
+    chars = list(map(chr, planes))
+    for context in ["a{}a", "1{}1", "!{}!", " {}x"]:
+        texts = ["|".join(context.format(c) for c in chars[i : i + 1000]) for i in range(0, len(chars), 1000)]
+        assert gpt2.encode_batch(texts) == hf_ids(gpt2, texts), context

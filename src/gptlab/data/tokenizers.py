@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import tokenizers as hf
 
+from gptlab.data.fast_bpe import BPEEncoder
+
 END_OF_TEXT = "<|endoftext|>"
 NUM_BYTES = 256
 
@@ -66,7 +68,7 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]: ...
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encode many texts; tokenizers backed by Hugging Face ``tokenizers`` do it in parallel."""
+        """Encode many texts; the byte-level BPE tokenizers do it in parallel, in native code."""
         return [self.encode(text) for text in texts]
 
     @abstractmethod
@@ -195,20 +197,13 @@ def _byte_level(model: hf.models.Model) -> hf.Tokenizer:
     return tokenizer
 
 
-def _hf_encode_batch(tokenizer: hf.Tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of ``texts``, encoded in parallel by the Rust library."""
-    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we never read: about twice as
-    # fast on long documents. Older versions only have encode_batch.
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    return [encoding.ids for encoding in encode(list(texts), add_special_tokens=False)]
-
-
 class BPETokenizer(Tokenizer):
     """Byte-level BPE trained on the corpus (Hugging Face ``tokenizers``): never an unknown token.
 
     ``<|endoftext|>`` takes id 0 of the learned vocabulary; the rest are the 256 byte symbols and the
     learned merges, at most ``vocab_size`` in all (fewer when the corpus runs out of pairs occurring at
-    least ``min_frequency`` times).
+    least ``min_frequency`` times). Encoding goes through ``tiktoken`` with identical ids when it can
+    (see ``fast_bpe``); the state stays the Hugging Face JSON.
     """
 
     kind = "bpe"
@@ -224,11 +219,11 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"BPE min_frequency must be >= 0, got {min_frequency}")
         self.requested_vocab_size = vocab_size
         self.min_frequency = min_frequency
-        self._hf: hf.Tokenizer | None = None
+        self._encoder: BPEEncoder | None = None
 
     @property
     def needs_fit(self) -> bool:
-        return self._hf is None
+        return self._encoder is None
 
     def fit(self, texts: Iterable[str]) -> None:
         seen_text = False
@@ -255,7 +250,7 @@ class BPETokenizer(Tokenizer):
         # containing the literal string; keep it only as a vocabulary entry (see the module docstring).
         state = json.loads(tokenizer.to_str())
         state["added_tokens"] = []
-        self._hf = hf.Tokenizer.from_str(json.dumps(state))
+        self._encoder = BPEEncoder(hf.Tokenizer.from_str(json.dumps(state)), END_OF_TEXT, "gptlab-bpe")
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -265,10 +260,14 @@ class BPETokenizer(Tokenizer):
         }
 
     @property
-    def trained(self) -> hf.Tokenizer:
-        if self._hf is None:
+    def encoder(self) -> BPEEncoder:
+        if self._encoder is None:
             raise RuntimeError("the BPE tokenizer has not been trained yet; call fit(texts) first")
-        return self._hf
+        return self._encoder
+
+    @property
+    def trained(self) -> hf.Tokenizer:
+        return self.encoder.hf
 
     @property
     def vocab_size(self) -> int:
@@ -279,10 +278,10 @@ class BPETokenizer(Tokenizer):
         return self.trained.token_to_id(END_OF_TEXT)
 
     def encode(self, text: str) -> list[int]:
-        return _hf_encode_batch(self.trained, [text])[0]
+        return self.encoder.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return _hf_encode_batch(self.trained, texts)
+        return self.encoder.encode_batch(texts)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.trained.decode(list(ids), skip_special_tokens=False)
@@ -291,14 +290,16 @@ class BPETokenizer(Tokenizer):
         return {
             "vocab_size": self.requested_vocab_size,
             "min_frequency": self.min_frequency,
-            "hf_tokenizer": None if self._hf is None else self._hf.to_str(),
+            "hf_tokenizer": None if self._encoder is None else self.trained.to_str(),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> BPETokenizer:
         tokenizer = cls(state["vocab_size"], state["min_frequency"])
         if state["hf_tokenizer"] is not None:
-            tokenizer._hf = hf.Tokenizer.from_str(state["hf_tokenizer"])
+            tokenizer._encoder = BPEEncoder(
+                hf.Tokenizer.from_str(state["hf_tokenizer"]), END_OF_TEXT, "gptlab-bpe"
+            )
         return tokenizer
 
 
@@ -394,7 +395,8 @@ class GPT2Tokenizer(Tokenizer):
 
     ``path`` is a directory holding ``encoder.json`` + ``vocab.bpe`` (OpenAI), ``vocab.json`` +
     ``merges.txt`` or ``tokenizer.json`` (Hugging Face). Nothing is downloaded. The built tokenizer is
-    kept as Hugging Face JSON in the state dict, so a checkpoint needs the files no more.
+    kept as Hugging Face JSON in the state dict, so a checkpoint needs the files no more. Encoding goes
+    through ``tiktoken`` with identical ids (see ``fast_bpe``).
     """
 
     kind = "gpt2"
@@ -402,7 +404,7 @@ class GPT2Tokenizer(Tokenizer):
     def __init__(self, path: str) -> None:
         directory = Path(path).expanduser()
         vocab, merges = self._load(directory)
-        self._hf = _byte_level(hf.models.BPE(vocab, merges))
+        self.encoder = BPEEncoder(_byte_level(hf.models.BPE(vocab, merges)), END_OF_TEXT, "gptlab-gpt2")
         # Hash what was read, not the bytes on disk, so the layouts of one vocabulary share a cache key.
         canonical = json.dumps([sorted(vocab.items(), key=lambda item: item[1]), merges], ensure_ascii=False)
         self.vocab_hash = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
@@ -435,27 +437,29 @@ class GPT2Tokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self._hf.get_vocab_size()
+        return self.encoder.hf.get_vocab_size()
 
     @property
     def eot_id(self) -> int:
-        return self._hf.token_to_id(END_OF_TEXT)
+        return self.encoder.hf.token_to_id(END_OF_TEXT)
 
     def encode(self, text: str) -> list[int]:
-        return _hf_encode_batch(self._hf, [text])[0]
+        return self.encoder.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return _hf_encode_batch(self._hf, texts)
+        return self.encoder.encode_batch(texts)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._hf.decode(list(ids), skip_special_tokens=False)
+        return self.encoder.hf.decode(list(ids), skip_special_tokens=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vocab_hash": self.vocab_hash, "hf_tokenizer": self._hf.to_str()}
+        return {"vocab_hash": self.vocab_hash, "hf_tokenizer": self.encoder.hf.to_str()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> GPT2Tokenizer:
         tokenizer = cls.__new__(cls)  # no files to read: the state holds the built tokenizer
-        tokenizer._hf = hf.Tokenizer.from_str(state["hf_tokenizer"])
+        tokenizer.encoder = BPEEncoder(
+            hf.Tokenizer.from_str(state["hf_tokenizer"]), END_OF_TEXT, "gptlab-gpt2"
+        )
         tokenizer.vocab_hash = state["vocab_hash"]
         return tokenizer
