@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev
+EXTRAS ?= dev,sweep,hf
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -32,8 +32,11 @@ test: $(STAMP) ## run the whole test suite
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-bench: $(STAMP) ## speed benchmarks, side by side in one run (results in benchmarks/results/)
+bench: $(STAMP) ## speed benchmarks, each side by side in one run (tables; JSON in benchmarks/results/)
 	$(BIN)/python benchmarks/train_speed.py $(ARGS)
+	$(BIN)/python benchmarks/generation_speed.py
+	$(BIN)/python benchmarks/backbone_speed.py
+	$(BIN)/python benchmarks/data_pipeline.py
 
 tensorboard: $(STAMP) ## serve every run under logs/ at http://localhost:6006
 	$(BIN)/tensorboard --logdir logs --port 6006
@@ -50,3 +53,16 @@ clean: ## remove caches and run logs (keeps .venv and data)
 	rm -rf logs/* data/.cache .pytest_cache .ruff_cache benchmarks/results
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 	touch logs/.gitkeep
+
+# `make austen`: its three runs go to fixed folders, so each step finds what the one before wrote.
+AUSTEN_DIR ?= logs/austen
+# Pretraining for fine-tuning: a block of 256 characters sees most of a paragraph (median 466).
+AUSTEN_PRETRAIN ?= model.backbone.block_size=256 trainer.max_steps=3000
+.PHONY: austen
+
+austen: $(STAMP) ## pretrain on Shakespeare -> fine-tune on Austen novels -> test (replaces logs/austen/)
+	rm -rf $(AUSTEN_DIR)
+	$(BIN)/gptlab-train experiment=shakespeare_char $(AUSTEN_PRETRAIN) test=false hydra.run.dir=$(AUSTEN_DIR)/pretrain
+	$(BIN)/gptlab-train experiment=austen_finetune model.pretrained=$(AUSTEN_DIR)/pretrain/checkpoints/last.ckpt \
+		callbacks.model_checkpoint.filename=best test=false hydra.run.dir=$(AUSTEN_DIR)/finetune $(ARGS)
+	$(BIN)/gptlab-eval ckpt_path=$(AUSTEN_DIR)/finetune/checkpoints/best.ckpt hydra.run.dir=$(AUSTEN_DIR)/test

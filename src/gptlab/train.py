@@ -1,9 +1,13 @@
-"""``gptlab-train``: pretrain a GPT from the Hydra config in ``configs/train.yaml``.
+"""``gptlab-train``: pretrain a GPT, or train a classifier, from the Hydra config in ``configs/train.yaml``.
 
 gptlab-train experiment=shakespeare_char trainer.max_steps=500
+gptlab-train experiment=austen_finetune model.pretrained=path/to/pretraining/last.ckpt
+gptlab-train experiment=gpt2_classify model.pretrained_hf=path/to/hf/gpt2
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 import lightning as L
@@ -11,19 +15,30 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.utils import check_config_dir, instantiate_group, log_config
+from gptlab.data.hf_tokenizer import tokenizer_for_hf_model
+from gptlab.data.tokenizers import Tokenizer
+from gptlab.models.module import checkpoint_tokenizer
+from gptlab.utils import (
+    check_config_dir,
+    instantiate_group,
+    log_config,
+    record_run,
+    require_sweep_plugins,
+    run_task,
+)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Seed, build data, model, callbacks, loggers and trainer from ``cfg``; fit; test; return the
     value of ``cfg.optimized_metric`` (for sweeps)."""
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
+    record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
+    datamodule = instantiate(cfg.data, tokenizer=build_tokenizer(cfg))
     datamodule.prepare_data()
-    datamodule.setup("fit")  # the fitted tokenizer fixes the vocabulary size
-    model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, tokenizer=datamodule.tokenizer)
+    datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
+    model = instantiate(cfg.model, **datamodule.model_kwargs())
     rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
 
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -43,6 +58,25 @@ def train(cfg: DictConfig) -> float | None:
     return _optimized_metric(cfg, metrics, trainer, loggers)
 
 
+def build_tokenizer(cfg: DictConfig) -> Tokenizer:
+    """The configured tokenizer or, when fine-tuning (``model.pretrained``), the pretraining checkpoint's:
+    the data must be tokenized with the ids the backbone learned. From a Hugging Face GPT-2
+    (``model.pretrained_hf``): its directory's vocabulary, else the configured GPT-2 tokenizer's files."""
+    # throw_on_missing: an experiment's `pretrained_hf: ???` fails here, before the data is prepared
+    pretrained_hf = OmegaConf.select(cfg, "model.pretrained_hf", throw_on_missing=True)
+    if pretrained_hf:
+        return tokenizer_for_hf_model(pretrained_hf, lambda: instantiate(cfg.tokenizer))
+    pretrained = cfg.model.get("pretrained")
+    if not pretrained:
+        return instantiate(cfg.tokenizer)
+    tokenizer = checkpoint_tokenizer(pretrained)
+    rank_zero_info(
+        f"tokenizer: {tokenizer.kind} ({tokenizer.vocab_size} tokens) from {pretrained}; "
+        "the tokenizer config is not used"
+    )
+    return tokenizer
+
+
 def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, loggers: list) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
@@ -59,8 +93,13 @@ def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, logger
 
 
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+def hydra_main(cfg: DictConfig) -> float | None:
+    return run_task(train, cfg)
+
+
+def main() -> None:
+    require_sweep_plugins(sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+
+from gptlab.data.tokenizers import Tokenizer, UnknownCharactersError
 
 
 class TokenWindows(Dataset):
@@ -69,3 +71,171 @@ class TokenWindows(Dataset):
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate for datasets whose ``__getitems__`` already returns a stacked batch."""
     return batch
+
+
+TRUNCATIONS = ("head", "tail")
+UNKNOWN_CHARS = ("error", "drop")
+
+
+def encode_texts(
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    max_length: int,
+    truncation: str = "head",
+    unknown_chars: str = "error",
+) -> tuple[list[list[int]], int]:
+    """Token ids of each text, cut to ``max_length`` tokens, and how many characters were dropped.
+
+    ``truncation="head"`` keeps the beginning of a long text, ``"tail"`` its end. A character-level
+    vocabulary cannot encode characters it never saw (a pretraining corpus rarely has them all):
+    ``unknown_chars="drop"`` removes them, ``"error"`` refuses the text.
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {truncation!r}; use one of {TRUNCATIONS}")
+    if unknown_chars not in UNKNOWN_CHARS:
+        raise ValueError(f"unknown unknown_chars {unknown_chars!r}; use one of {UNKNOWN_CHARS}")
+    try:
+        encoded = tokenizer.encode_batch(texts)
+        dropped = 0
+    except UnknownCharactersError as err:
+        if unknown_chars == "error":
+            raise UnknownCharactersError(f"{err} Or set data.unknown_chars=drop to drop them.") from None
+        encoded, dropped = _encode_dropping_unknown(texts, tokenizer)
+    if truncation == "head":
+        return [ids[:max_length] for ids in encoded], dropped
+    return [ids[-max_length:] for ids in encoded], dropped
+
+
+def _encode_dropping_unknown(texts: Sequence[str], tokenizer: Tokenizer) -> tuple[list[list[int]], int]:
+    known: dict[str, bool] = {}
+
+    def is_known(ch: str) -> bool:
+        if ch not in known:
+            try:
+                tokenizer.encode(ch)
+                known[ch] = True
+            except UnknownCharactersError:
+                known[ch] = False
+        return known[ch]
+
+    encoded, dropped = [], 0
+    for text in texts:
+        kept = "".join(ch for ch in text if is_known(ch))
+        dropped += len(text) - len(kept)
+        encoded.append(tokenizer.encode(kept))
+    return encoded, dropped
+
+
+class TextClassificationDataset(Dataset):
+    """Texts, and optionally their labels, tokenized once and cut to ``max_length`` tokens.
+
+    Labels are class ids, or names when ``label_names`` (the id order) is given. Items are
+    ``{"input_ids": (T,) tensor, "label": int}`` (no label when there are none): batch them with
+    :func:`pad_collate`.
+    """
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int | str] | None = None,
+        *,
+        tokenizer: Tokenizer,
+        max_length: int,
+        label_names: Sequence[str] | None = None,
+        truncation: str = "head",
+        unknown_chars: str = "error",
+    ) -> None:
+        if labels is not None and len(labels) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; give one label per text")
+        self.ids, self.dropped_chars = encode_texts(texts, tokenizer, max_length, truncation, unknown_chars)
+        empty = [i for i, ids in enumerate(self.ids) if not ids]
+        if empty:
+            raise ValueError(
+                f"{len(empty)} text(s) have no tokens (e.g. text {empty[0]}: {texts[empty[0]]!r}); "
+                "remove empty texts before building the dataset"
+            )
+        self.labels = None if labels is None else _label_ids(labels, label_names)
+        self.lengths = [len(ids) for ids in self.ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        item: dict = {"input_ids": torch.tensor(self.ids[index], dtype=torch.long)}
+        if self.labels is not None:
+            item["label"] = self.labels[index]
+        return item
+
+
+def _label_ids(labels: Sequence[int | str], label_names: Sequence[str] | None) -> list[int]:
+    if label_names is None:
+        if not all(isinstance(label, int) for label in labels):
+            raise ValueError("labels are names, not class ids: pass label_names to map them to ids")
+        return list(labels)
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted({str(label) for label in labels if label not in index})
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among label_names {list(label_names)}")
+    return [index[label] for label in labels]
+
+
+def pad_collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Pad token ids on the right to the batch's longest text.
+
+    Returns ``input_ids`` (B, T), ``attention_mask`` (B, T, true on real tokens) and, when the items have
+    labels, ``labels`` (B,). The pad id is 0: padded positions are masked, so its value never matters.
+    """
+    longest = max(len(item["input_ids"]) for item in items)
+    input_ids = torch.zeros(len(items), longest, dtype=torch.long)
+    attention_mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for row, item in enumerate(items):
+        length = len(item["input_ids"])
+        input_ids[row, :length] = item["input_ids"]
+        attention_mask[row, :length] = True
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "label" in items[0]:
+        batch["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+    return batch
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of texts of similar length, so padding wastes little compute.
+
+    Each pass shuffles the indices, sorts them by length within pools of ``pool_batches`` batches, cuts
+    the pools into batches and shuffles the batches: similar lengths within a batch, a random order of
+    batches, a new draw every epoch from one seeded generator. Single-process only (not with DDP).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool = True,
+        pool_batches: int = 50,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.pool_size = batch_size * pool_batches
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self.lengths)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        batches = []
+        for pool in order.split(self.pool_size):
+            # stable sort keeps the shuffled order among equal lengths
+            pool = pool[torch.sort(self.lengths[pool], stable=True).indices]
+            batches.extend(pool.split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]
+        yield from (batch.tolist() for batch in batches)

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from gptlab.data.tokenizers import Tokenizer
-from gptlab.models.generation import sample
+from gptlab.models.generation import KVCache, sample
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
-from gptlab.models.optim import weight_decay_groups
+from gptlab.models.hf import load_hf_gpt2
+from gptlab.models.optim import apply_lr_scales, weight_decay_groups
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -29,12 +30,50 @@ class Perplexity(MeanMetric):
         return super().compute().exp()
 
 
+def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """A gptlab checkpoint's contents, loaded with ``weights_only=True`` (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint '{path}' does not exist; pass the path of a .ckpt file "
+            "(runs keep them in logs/train/runs/<time>/checkpoints/)"
+        )
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer a checkpoint was trained with."""
+    checkpoint = read_checkpoint(path)
+    if "tokenizer" not in checkpoint:
+        raise ValueError(f"checkpoint '{path}' holds no tokenizer; it was not written by gptlab")
+    return Tokenizer.from_json(checkpoint["tokenizer"])
+
+
+def check_same_tokenizer(expected: Tokenizer, found: Tokenizer, found_where: str, hint: str) -> None:
+    """Refuse token ids that would mean different things to the model and to the data."""
+    if expected.to_json() == found.to_json():
+        return
+
+    def describe(tokenizer: Tokenizer) -> str:
+        return f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"
+
+    same = describe(expected) == describe(found)
+    raise ValueError(
+        f"{found_where} has a different tokenizer ({describe(found)}) from the one this run was "
+        f"configured with ({describe(expected)}{'; same size, different vocabulary' if same else ''}); "
+        f"{hint}"
+    )
+
+
 class GPTModule(L.LightningModule):
-    """Causal language modelling with a tied LM head.
+    """Causal language modelling with a tied LM head; the base of :class:`~gptlab.models.classifier.
+    GPTClassifier`, which adds a classification head to the same backbone.
 
     Hyperparameters saved in checkpoints are primitives only (backbone config as a dict, vocab size);
     the tokenizer travels as JSON in ``checkpoint["tokenizer"]``; optimizer and scheduler factories are
     not saved (the resolved run config records them), so checkpoints load with ``weights_only=True``.
+    ``pretrained_hf``: a local Hugging Face GPT-2 directory whose shapes and weights the backbone takes
+    (:func:`gptlab.models.hf.load_hf_gpt2`).
     """
 
     def __init__(
@@ -44,28 +83,56 @@ class GPTModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         tokenizer: Tokenizer | None = None,
+        pretrained_hf: str | os.PathLike | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        hf_weights = None
+        if pretrained_hf is not None:
+            # The Hugging Face directory decides the shapes; the hparams then hold the full config, so
+            # the checkpoint never needs the directory again.
+            backbone, hf_weights = load_hf_gpt2(pretrained_hf, vocab_size, backbone)
+            del backbone["vocab_size"]
         self.config = GPTConfig(vocab_size=vocab_size, **dict(backbone))
-        self.save_hyperparameters({"vocab_size": vocab_size, "backbone": self._backbone_hparams()})
+        # logger=False: the entry point logs the whole resolved run config once instead.
+        self.save_hyperparameters(
+            {"vocab_size": vocab_size, "backbone": self._backbone_hparams()}, logger=False
+        )
         self.backbone = GPT(self.config)
-        self.lm_head = LMHead(self.backbone.wte)
+        self.lm_head = LMHead(self.backbone.wte, vocab_size)
+        if hf_weights is not None:
+            self.backbone.load_state_dict(hf_weights)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.tokenizer = tokenizer
+        # Not a saved hyperparameter: a checkpoint loads into an uncompiled model, and nn.Module.compile
+        # compiles in place, so state_dict keys never get an `_orig_mod.` prefix.
+        self.compile_backbone = compile
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.val_ppl = Perplexity(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
+
+    def configure_model(self) -> None:
+        if self.compile_backbone:
+            self.backbone.compile()
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """Training FLOPs of one batch of full windows, for the throughput monitor's MFU."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return None
+        return self.backbone.flops_per_token() * datamodule.batch_size * self.config.block_size
 
     def _backbone_hparams(self) -> dict[str, Any]:
         hparams = self.config.to_dict()
         del hparams["vocab_size"]
         return hparams
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> next-token logits (B, T, vocab)."""
-        return self.lm_head(self.backbone(idx))
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, vocab); ``cache``: see :meth:`GPT.forward`."""
+        return self.lm_head(self.backbone(idx, cache))
 
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
@@ -98,19 +165,38 @@ class GPTModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
             raise ValueError("GPTModule was built without an optimizer; set model.optimizer in the config")
-        optimizer = self.optimizer_factory(weight_decay_groups(self))
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        apply_lr_scales(optimizer)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self) -> list[dict]:
+        """Parameter groups for the optimizer; subclasses may scale learning rates per group."""
+        return weight_decay_groups(self)
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """What a datamodule must share with this model to feed it (evaluation builds one from this)."""
+        return {"tokenizer": self.tokenizer}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.to_json()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "tokenizer" in checkpoint:
-            self.tokenizer = Tokenizer.from_json(checkpoint["tokenizer"])
+        if "tokenizer" not in checkpoint:
+            return
+        saved = Tokenizer.from_json(checkpoint["tokenizer"])
+        if self.tokenizer is not None:
+            check_same_tokenizer(
+                self.tokenizer,
+                saved,
+                "the checkpoint being loaded",
+                "resume or test with the data and tokenizer the checkpoint was trained with, or start a "
+                "new run without ckpt_path",
+            )
+        self.tokenizer = saved
 
     @torch.no_grad()
     def generate(
@@ -120,8 +206,10 @@ class GPTModule(L.LightningModule):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> str:
-        """Return the text the model writes after ``prompt`` (the prompt itself excluded)."""
+        """Return the text the model writes after ``prompt`` (the prompt itself excluded); ``use_cache``
+        decodes incrementally with a KV cache (same text, faster)."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer attached; load it from a gptlab checkpoint")
         ids = self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
@@ -129,22 +217,28 @@ class GPTModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            out = sample(self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator)
+            out = sample(
+                self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache
+            )
         finally:
             self.train(was_training)
         return self.tokenizer.decode(out[0, len(ids) :].tolist())
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> GPTModule:
-        """Rebuild a model and its tokenizer from a checkpoint alone (loaded with ``weights_only=True``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"checkpoint '{path}' does not exist; pass ckpt_path=<path to a .ckpt file> "
-                "(runs keep them in logs/train/runs/<time>/checkpoints/)"
+        """Rebuild a model and its tokenizer from a checkpoint alone (loaded with ``weights_only=True``):
+        a language model or a classifier, whichever was saved."""
+        from gptlab.models.classifier import GPTClassifier  # the subclass imports this module
+
+        checkpoint = read_checkpoint(path, map_location)
+        hparams = checkpoint["hyper_parameters"]
+        saved_cls = GPTClassifier if "label_names" in hparams else GPTModule
+        if not issubclass(saved_cls, cls):
+            raise ValueError(
+                f"checkpoint '{path}' holds a {saved_cls.__name__}, not a {cls.__name__}; load it with "
+                "GPTModule.from_checkpoint, or fine-tune from it with model.pretrained"
             )
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(**checkpoint["hyper_parameters"])
+        model = saved_cls(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
         return model

@@ -1,0 +1,43 @@
+"""``gptlab-eval``: test a checkpoint on a data set's test split; the checkpoint alone rebuilds the model.
+
+gptlab-eval ckpt_path=logs/train/runs/<time>/checkpoints/best-step000600.ckpt
+gptlab-eval ckpt_path=... data.path=other.jsonl
+"""
+
+from __future__ import annotations
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gptlab.models.module import GPTModule
+from gptlab.utils import check_config_dir, instantiate_group, log_config
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test ``cfg.ckpt_path`` on the test split of ``cfg.data``; return the test metrics."""
+    model = GPTModule.from_checkpoint(cfg.ckpt_path)
+    with open_dict(cfg):
+        # The checkpoint stands in for a model config: data configs may refer to ${model.backbone...}.
+        cfg.model = OmegaConf.create(dict(model.hparams))
+    OmegaConf.resolve(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+
+    # The checkpoint's tokenizer (and label names) decide how the data is encoded.
+    datamodule = instantiate(cfg.data, **model.data_kwargs())
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_config(cfg, loggers)
+    trainer.test(model, datamodule=datamodule)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

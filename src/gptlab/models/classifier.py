@@ -1,0 +1,262 @@
+"""Text classification on the GPT backbone: the language model's module plus a classification head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from gptlab.data.tokenizers import Tokenizer
+from gptlab.models.gpt import GPTConfig
+from gptlab.models.heads import ClassificationHead
+from gptlab.models.module import (
+    GPTModule,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_same_tokenizer,
+    read_checkpoint,
+)
+from gptlab.models.optim import layerwise_lr_groups
+
+Batch = Mapping[str, torch.Tensor]
+# Backbone settings a fine-tuning run may choose for itself; every other one must be the checkpoint's.
+# (block_size may also shrink: learned positions are a prefix.)
+FREE_KEYS = ("dropout", "block_size")
+
+
+class GPTClassifier(GPTModule):
+    """The backbone, a classification head and the tied LM head, trained with cross-entropy on the
+    labels plus ``lm_loss_weight`` times the causal-LM loss on the same texts (GPT-1's auxiliary loss).
+
+    ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters.
+    ``pretrained`` (a gptlab checkpoint) gives the backbone its weights and must share the tokenizer
+    and shapes; ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the weights and
+    shapes instead; ``trainable_blocks`` trains only the last N blocks (0: a linear probe on a frozen
+    backbone); ``layer_lr_decay`` < 1 lowers the learning rate by that factor per layer below the head.
+    Batches are :func:`gptlab.data.datasets.pad_collate` dicts.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        backbone: Mapping[str, Any],
+        label_names: Sequence[str],
+        pooling: str = "last",
+        head_dropout: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        lm_loss_weight: float = 0.0,
+        pretrained: str | os.PathLike | None = None,
+        trainable_blocks: int | None = None,
+        layer_lr_decay: float = 1.0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        tokenizer: Tokenizer | None = None,
+        pretrained_hf: str | os.PathLike | None = None,
+        compile: bool = False,
+    ) -> None:
+        if pretrained is not None and pretrained_hf is not None:
+            raise ValueError(
+                "model.pretrained and model.pretrained_hf are both set; take the backbone from one of "
+                "them (a gptlab checkpoint or a Hugging Face GPT-2 directory)"
+            )
+        super().__init__(vocab_size, backbone, optimizer, scheduler, tokenizer, pretrained_hf, compile)
+        self.label_names = list(label_names)
+        num_classes = len(self.label_names)
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least two classes, got label_names={self.label_names}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(
+                f"class_weights has {len(class_weights)} values for {num_classes} classes "
+                f"{self.label_names}; give one weight per class, in that order"
+            )
+        if trainable_blocks is not None and not 0 <= trainable_blocks <= self.config.n_layer:
+            raise ValueError(
+                f"trainable_blocks={trainable_blocks} must be between 0 (a linear probe) and n_layer="
+                f"{self.config.n_layer}, or null to train the whole backbone"
+            )
+        # `pretrained` is only where the weights came from: the checkpoint holds them afterwards.
+        self.save_hyperparameters(
+            {
+                **self.hparams,
+                "label_names": self.label_names,
+                "pooling": pooling,
+                "head_dropout": head_dropout,
+                "class_weights": None if class_weights is None else list(class_weights),
+                "label_smoothing": label_smoothing,
+                "lm_loss_weight": lm_loss_weight,
+                "trainable_blocks": trainable_blocks,
+                "layer_lr_decay": layer_lr_decay,
+            },
+            logger=False,
+        )
+        self.head = ClassificationHead(self.config.n_embd, num_classes, pooling, head_dropout)
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.label_smoothing = label_smoothing
+        self.lm_loss_weight = lm_loss_weight
+        self.layer_lr_decay = layer_lr_decay
+
+        metrics = {"num_classes": num_classes}
+        self.train_acc = MulticlassAccuracy(**metrics, average="micro")
+        self.val_acc = MulticlassAccuracy(**metrics, average="micro")
+        self.val_f1 = MulticlassF1Score(**metrics, average="macro")
+        self.val_acc_best = MaxMetric()
+        self.test_acc = MulticlassAccuracy(**metrics, average="micro")
+        self.test_f1 = MulticlassF1Score(**metrics, average="macro")
+        # Read and reset by gptlab.callbacks.confusion_matrix after each validation and test.
+        self.val_confmat = MulticlassConfusionMatrix(**metrics)
+        self.test_confmat = MulticlassConfusionMatrix(**metrics)
+
+        if pretrained is not None:
+            self.load_pretrained(pretrained)
+        if trainable_blocks is not None:
+            self.freeze_backbone(trainable_blocks)
+
+    def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Padded token ids and their mask (B, T) -> class logits (B, classes)."""
+        return self.head(self.backbone(input_ids), attention_mask)
+
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.backbone(batch["input_ids"])
+        logits = self.head(hidden, batch["attention_mask"])
+        loss = F.cross_entropy(
+            logits, batch["labels"], weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
+        if self.lm_loss_weight > 0:
+            loss = loss + self.lm_loss_weight * self._text_lm_loss(hidden, batch)
+        return loss, logits
+
+    def _text_lm_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Next-token loss on the texts themselves, padding excluded."""
+        logits = self.lm_head(hidden[:, :-1])
+        targets = batch["input_ids"][:, 1:].masked_fill(~batch["attention_mask"][:, 1:], -100)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), batch["labels"])
+        # As the LM: log the mean of the last `log_every_n_steps` steps, only on the steps written out.
+        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0 or self.trainer.fast_dev_run:
+            self.log("train/loss", self.train_loss.compute(), prog_bar=True)
+            self.log("train/acc", self.train_acc.compute(), prog_bar=True)
+            self.train_loss.reset()
+            self.train_acc.reset()
+        return loss
+
+    def _evaluate(self, batch: Batch, stage: str) -> None:
+        loss, logits = self._step(batch)
+        labels = batch["labels"]
+        getattr(self, f"{stage}_loss").update(loss, len(labels))
+        for name in ("acc", "f1", "confmat"):
+            getattr(self, f"{stage}_{name}").update(logits, labels)
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage == "val")
+        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=stage == "val")
+        self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities (B, classes)."""
+        return self.classify(batch["input_ids"], batch["attention_mask"]).softmax(-1)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check's validation must not count as a best
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confmat.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confmat.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def data_kwargs(self) -> dict[str, Any]:
+        return {**super().data_kwargs(), "label_names": self.label_names}
+
+    def parameter_groups(self) -> list[dict]:
+        if self.layer_lr_decay == 1.0:
+            return super().parameter_groups()
+        return layerwise_lr_groups(self, self._depth, self.config.n_layer + 2, self.layer_lr_decay)
+
+    def _depth(self, name: str) -> int:
+        """0 for the embeddings, i + 1 for block i, n_layer + 1 for the final norm and the head."""
+        parts = name.split(".")
+        if parts[0] == "backbone" and parts[1] in ("wte", "wpe"):
+            return 0
+        if parts[0] == "backbone" and parts[1] == "blocks":
+            return int(parts[2]) + 1
+        return self.config.n_layer + 1
+
+    def freeze_backbone(self, trainable_blocks: int) -> None:
+        """Train only the last ``trainable_blocks`` blocks (and the final norm, which feeds the head)."""
+        self.backbone.requires_grad_(False)
+        if trainable_blocks > 0:
+            for block in self.backbone.blocks[-trainable_blocks:]:
+                block.requires_grad_(True)
+            self.backbone.ln_f.requires_grad_(True)
+
+    def load_pretrained(self, path: str | os.PathLike) -> None:
+        """Copy the backbone weights of a gptlab checkpoint; refuse one that does not fit this model.
+
+        A classifier checkpoint must have the same label set, and its head is copied too (fine-tuning
+        goes on); a language-model checkpoint leaves the freshly initialised head as it is.
+        """
+        checkpoint = read_checkpoint(path)
+        hparams = checkpoint["hyper_parameters"]
+        if "tokenizer" not in checkpoint:
+            raise ValueError(f"pretrained checkpoint '{path}' holds no tokenizer; was it written by gptlab?")
+        saved_tokenizer = Tokenizer.from_json(checkpoint["tokenizer"])
+        if self.tokenizer is None:
+            self.tokenizer = saved_tokenizer
+        check_same_tokenizer(
+            self.tokenizer,
+            saved_tokenizer,
+            f"pretrained checkpoint '{path}'",
+            "fine-tune with the checkpoint's tokenizer (gptlab-train loads it when model.pretrained is set)",
+        )
+        saved = GPTConfig(vocab_size=hparams["vocab_size"], **hparams["backbone"]).to_dict()
+        ours = self.config.to_dict()
+        wrong = [
+            f"{key}={ours[key]} (checkpoint: {saved[key]})"
+            for key in ours
+            if key not in FREE_KEYS and saved[key] != ours[key]
+        ]
+        if ours["block_size"] > saved["block_size"]:
+            wrong.append(f"block_size={ours['block_size']} (checkpoint: at most {saved['block_size']})")
+        if wrong:
+            raise ValueError(
+                f"pretrained checkpoint '{path}' does not fit model.backbone: {', '.join(wrong)}; set "
+                "model.backbone to the shapes the checkpoint was trained with"
+            )
+        saved_labels = hparams.get("label_names")
+        if saved_labels is not None and list(saved_labels) != self.label_names:
+            raise ValueError(
+                f"pretrained checkpoint '{path}' classifies into {list(saved_labels)}, but this data has "
+                f"labels {self.label_names}; fine-tune from a language-model checkpoint, or use data "
+                "with the checkpoint's label set"
+            )
+        backbone = _submodule_state(checkpoint["state_dict"], "backbone")
+        if "wpe.weight" in backbone:  # learned positions (rotary ones have no weights)
+            backbone["wpe.weight"] = backbone["wpe.weight"][: self.config.block_size]
+        self.backbone.load_state_dict(backbone)
+        if saved_labels is not None:
+            self.head.load_state_dict(_submodule_state(checkpoint["state_dict"], "head"))
+
+
+def _submodule_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}

@@ -1,0 +1,104 @@
+"""``gptlab-predict``: label texts with a classifier checkpoint alone and write them to a CSV file.
+
+gptlab-predict ckpt_path=.../best-step000600.ckpt input=texts.txt output=preds.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from gptlab.data.datasets import TextClassificationDataset, pad_collate
+from gptlab.data.readers import expand_paths, iter_records
+from gptlab.models.classifier import GPTClassifier
+from gptlab.models.module import GPTModule
+from gptlab.utils import check_config_dir
+
+log = logging.getLogger(__name__)
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write ``cfg.output``: for every input row its line, the predicted label and each class's
+    probability (``p_<label>``); return the output path."""
+    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    if not isinstance(model, GPTClassifier):
+        raise ValueError(
+            f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "
+            "gptlab-generate samples text from it"
+        )
+    rows = [
+        (line, record[cfg.text_field] or "")
+        for file in expand_paths(cfg.input)
+        for line, record in iter_records(file, [cfg.text_field], errors=cfg.encoding_errors)
+    ]
+    blank = [line for line, text in rows if not text.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        log.warning(
+            f"{len(blank)} input row(s) have no text (line {shown}); their output rows have an empty label "
+            "and no probabilities"
+        )
+    texts = [text for _, text in rows if text.strip()]
+    probabilities = iter(
+        predict_probabilities(model, texts, cfg.batch_size, cfg.truncation, cfg.unknown_chars)
+    )
+
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["line", "label", *(f"p_{name}" for name in model.label_names)])
+        for line, text in rows:
+            if not text.strip():
+                writer.writerow([line, "", *[""] * len(model.label_names)])
+                continue
+            probs = next(probabilities)
+            label = model.label_names[int(probs.argmax())]
+            writer.writerow([line, label, *(f"{p:.6f}" for p in probs.tolist())])
+    log.info(f"wrote {len(rows)} predictions to {output}")
+    return output
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: GPTClassifier,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    truncation: str = "head",
+    unknown_chars: str = "drop",
+) -> torch.Tensor:
+    """Class probabilities (len(texts), classes) for non-empty ``texts``, in order."""
+    if not texts:
+        return torch.empty(0, len(model.label_names))
+    dataset = TextClassificationDataset(
+        texts,
+        tokenizer=model.tokenizer,
+        max_length=model.config.block_size,
+        truncation=truncation,
+        unknown_chars=unknown_chars,
+    )
+    if dataset.dropped_chars:
+        log.info(f"dropped {dataset.dropped_chars:,} characters the model's vocabulary does not have")
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=pad_collate)
+    batches = (
+        model.predict_step({k: v.to(model.device) for k, v in batch.items()}, i)
+        for i, batch in enumerate(loader)
+    )
+    return torch.cat([probs.cpu() for probs in batches])
+
+
+@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

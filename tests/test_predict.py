@@ -1,0 +1,146 @@
+"""A classifier run end to end: its logs, then gptlab-eval and gptlab-predict from its checkpoint alone."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gptlab.eval import evaluate
+from gptlab.models.module import GPTModule
+from gptlab.predict import predict
+from gptlab.train import train
+from tests.conftest import compose_config
+from tests.test_classification import (
+    AUSTEN,
+    BACKBONE,
+    TINY_CLASSIFIER,
+    char_tokenizer,
+    save_checkpoint,
+    write_rows,
+)
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A short real austen_scratch run on a sample of the data: (sample file, run directory)."""
+    out = tmp_path_factory.mktemp("classifier")
+    rows, seen = [], {}
+    for line in AUSTEN.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if seen.setdefault(row["label"], 0) < 10:
+            seen[row["label"]] += 1
+            rows.append({"text": row["text"][:120], "label": row["label"]})
+    sample = write_rows(out / "austen.jsonl", rows)
+    cfg = compose_config(
+        out, "experiment=austen_scratch", f"data.path={sample}", "data.val_fraction=0.2",
+        "data.test_fraction=0.2", *TINY_CLASSIFIER, "trainer.max_steps=6", "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=3",
+    )  # fmt: skip
+    train(cfg)
+    return sample, Path(cfg.paths.output_dir)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    return next((run_dir / "checkpoints").glob("best-*.ckpt"))
+
+
+def events(directory: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_training_logs_classification_metrics_and_confusion_matrices(classifier_run):
+    _, run_dir = classifier_run
+    logged = events(run_dir / "tensorboard")
+    expected = {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/acc_best",
+        "test/acc",
+        "test/f1",
+    }
+    assert expected <= set(logged.Tags()["scalars"])
+    assert [e.step for e in logged.Images("val/confusion_matrix")] == [3, 6]
+    assert len(logged.Images("test/confusion_matrix")) == 1
+    best = max(e.value for e in logged.Scalars("val/acc"))
+    assert logged.Scalars("val/acc_best")[-1].value == pytest.approx(best)
+
+
+def test_eval_tests_a_checkpoint_alone_on_the_test_split(classifier_run, tmp_path):
+    sample, run_dir = classifier_run
+    cfg = compose_config(
+        tmp_path, f"ckpt_path={best_checkpoint(run_dir)}", f"data.path={sample}", "data.val_fraction=0.2",
+        "data.test_fraction=0.2", config_name="eval",
+    )  # fmt: skip
+    metrics = evaluate(cfg)
+    assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["test/f1"] <= 1 and metrics["test/loss"] > 0
+    assert cfg.data.block_size == 16  # the checkpoint's, through ${model.backbone.block_size}
+    assert len(events(tmp_path / "run" / "tensorboard").Images("test/confusion_matrix")) == 1
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_predict_writes_every_row_with_a_label_and_probabilities(classifier_run, tmp_path, caplog):
+    _, run_dir = classifier_run
+    texts = tmp_path / "texts.txt"
+    texts.write_text(
+        "Emma Woodhouse, handsome, clever.\n\nMr. Darcy bowed.\n   \n£5 (a fortune)\n", encoding="utf-8"
+    )
+    output = tmp_path / "out" / "preds.csv"
+    ckpt = best_checkpoint(run_dir)
+    cfg = compose_config(
+        tmp_path, f"ckpt_path={ckpt}", f"input={texts}", f"output={output}", config_name="predict"
+    )
+    with caplog.at_level("WARNING"):
+        predict(cfg)
+    assert "2 input row(s) have no text (line 2, 4); their output rows have an empty label" in caplog.text
+    rows = read_predictions(output)
+    assert [row["line"] for row in rows] == ["1", "2", "3", "4", "5"]
+    prob_columns = [c for c in rows[0] if c.startswith("p_")]
+    assert prob_columns == [f"p_{novel}" for novel in sorted(["Emma", "Mansfield Park", "Northanger Abbey",
+                            "Persuasion", "Pride & Prejudice", "Sense & Sensibility"])]  # fmt: skip
+    for row in rows:
+        if row["line"] in ("2", "4"):
+            assert row["label"] == "" and all(row[c] == "" for c in prob_columns)
+            continue
+        probs = {c.removeprefix("p_"): float(row[c]) for c in prob_columns}
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["label"] == max(probs, key=probs.get)
+
+
+def test_predict_reads_a_text_field_from_csv_and_jsonl(classifier_run, tmp_path):
+    _, run_dir = classifier_run
+    ckpt = best_checkpoint(run_dir)
+    table = tmp_path / "in.csv"
+    table.write_text(
+        'id,body\n1,"Anne Elliot, with an elegant mind"\n2,Catherine Morland\n', encoding="utf-8"
+    )
+    lines = write_rows(tmp_path / "in.jsonl", [{"body": "Fanny Price"}, {"body": None}, {"body": "Elinor"}])
+    for source, count in ((table, 2), (lines, 3)):
+        output = tmp_path / f"{source.suffix[1:]}.csv"
+        cfg = compose_config(tmp_path, f"ckpt_path={ckpt}", f"input={source}", f"output={output}",
+                             "text_field=body", config_name="predict")  # fmt: skip
+        assert len(read_predictions(predict(cfg))) == count
+
+
+def test_predict_refuses_a_language_model(tmp_path):
+    tokenizer = char_tokenizer()
+    lm = GPTModule(tokenizer.vocab_size, BACKBONE, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
+    ckpt = save_checkpoint(lm, tmp_path / "lm.ckpt")
+    (tmp_path / "t.txt").write_text("hello\n")
+    cfg = compose_config(tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path / 't.txt'}", config_name="predict")
+    with pytest.raises(ValueError, match="holds a language model, not a classifier; gptlab-generate"):
+        predict(cfg)
