@@ -1,0 +1,49 @@
+"""``gptlab-export``: write a checkpoint's model for use outside gptlab; the checkpoint alone is enough.
+
+gptlab-export ckpt_path=path/to/last.ckpt format=hf out=exports/my-gpt2
+gptlab-export ckpt_path=path/to/last.ckpt format=safetensors out=exports/my-model
+
+``hf``: a directory ``transformers.GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer`` load (the
+backbone must be GPT-2-compatible). ``safetensors``: the whole module's weights plus its config and
+tokenizer as JSON, for :func:`gptlab.models.export_formats.load_safetensors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gptlab.models.export_formats import export_hf, export_safetensors
+from gptlab.models.module import GPTModule
+from gptlab.utils import check_config_dir
+
+log = logging.getLogger(__name__)
+
+WRITERS = {"hf": export_hf, "safetensors": export_safetensors}
+
+
+def export(cfg: DictConfig) -> list[Path]:
+    """Export ``cfg.ckpt_path`` in ``cfg.format`` to the directory ``cfg.out``; return the files written."""
+    if cfg.format not in WRITERS:
+        raise ValueError(f"format={cfg.format!r} is not one of {sorted(WRITERS)}")
+    out = Path(cfg.out).expanduser()
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(
+            f"'{out}' already holds files; choose another out=, or pass overwrite=true to write over them"
+        )
+    model = GPTModule.from_checkpoint(cfg.ckpt_path)
+    files = WRITERS[cfg.format](model, out)
+    log.info("exported %s as %s: %s", cfg.ckpt_path, cfg.format, ", ".join(str(file) for file in files))
+    return files
+
+
+@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="export")
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()
