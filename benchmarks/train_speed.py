@@ -1,12 +1,14 @@
-"""Training speed of the Lightning path against a plain PyTorch loop, side by side in one process.
+"""Training speed of gptlab's Lightning path against a plain PyTorch loop written like nanoGPT's.
 
-Both train the same model (same initial weights), with the same optimizer, schedule, clipping and
-thread count, on the same tokens. Their steps alternate A B A B: a callback runs one plain-loop step
-after each Lightning step, so drift and contention on a shared machine hit both alike.
+Each variant is a Lightning run of experiment=shakespeare_char (plus the variant's overrides) whose
+steps alternate A B A B with a plain loop's steps: a callback runs one plain-loop step after each
+Lightning step, so drift and contention on a shared machine hit both alike. Both start from the same
+weights and train on the same tokens with the same schedule, clipping and thread count; the plain loop
+always uses nanoGPT's CPU setup (default AdamW, no compile).
 
-    python benchmarks/train_speed.py                 # experiment=shakespeare_char, steps 50-300
+    python benchmarks/train_speed.py                 # every variant, steps 50-300
+    python benchmarks/train_speed.py --variants same_optimizer --steps 600
     python benchmarks/train_speed.py --smoke         # a few steps, for the test suite
-    python benchmarks/train_speed.py model.optimizer.fused=true   # any config override
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from gptlab import PROJECT_ROOT
+from gptlab.models.optim import weight_decay_groups
 from gptlab.utils import compose_config
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+# name -> overrides of the Lightning run
+VARIANTS = {
+    "same_optimizer": ["model.optimizer.fused=false"],  # Lightning's overhead alone
+    "default": [],  # gptlab as configured (fused AdamW)
+    "compile": ["model.compile=true"],  # + torch.compile
+}
 
 
 class PlainLoop:
@@ -83,6 +92,7 @@ class Interleave(L.Callback):
 
 
 def measure(overrides: list[str], steps: int, skip: int, threads: int) -> dict:
+    """Median ms/step and tokens/s of one Lightning run and its interleaved plain loop."""
     torch.set_num_threads(threads)
     out_dir = tempfile.mkdtemp(prefix="gptlab-bench-")
     cfg = compose_config(
@@ -104,12 +114,16 @@ def measure(overrides: list[str], steps: int, skip: int, threads: int) -> dict:
     model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, tokenizer=datamodule.tokenizer)
 
     plain_model = copy.deepcopy(model)
-    optimizer = plain_model.configure_optimizers()
+    settings = cfg.model.optimizer
+    optimizer = torch.optim.AdamW(
+        weight_decay_groups(plain_model), lr=settings.lr, betas=tuple(settings.betas),
+        weight_decay=settings.weight_decay,
+    )  # fmt: skip
+    scheduler = instantiate(cfg.model.scheduler)(optimizer)
     train = datamodule.datasets["train"]
     plain = PlainLoop(
-        plain_model, optimizer["optimizer"], optimizer["lr_scheduler"]["scheduler"],
-        np.asarray(train.tokens[: len(train) + train.block_size]), cfg.data.batch_size,
-        cfg.model.backbone.block_size, cfg.trainer.gradient_clip_val,
+        plain_model, optimizer, scheduler, np.asarray(train.tokens[: len(train) + train.block_size]),
+        cfg.data.batch_size, cfg.model.backbone.block_size, cfg.trainer.gradient_clip_val,
     )  # fmt: skip
 
     timer = Interleave(plain)
@@ -137,24 +151,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the Lightning and plain runs")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every Lightning run")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip", type=int, default=50, help="warm-up steps left out of the median")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="a few steps only (for tests)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps of one variant (for tests)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = parser.parse_args()
     steps, skip = (12, 2) if args.smoke else (args.steps, args.skip)
+    variants = ["same_optimizer"] if args.smoke else args.variants
 
-    result = measure(args.overrides, steps, skip, args.threads)
-    print(f"\n{'path':<10} {'ms/step':>9} {'tokens/s':>10}   steps {result['steps']}, {args.threads} threads")
+    results = {name: measure(VARIANTS[name] + args.overrides, steps, skip, args.threads) for name in variants}
+    print(f"\nsteps {skip}-{steps}, {args.threads} threads; plain = nanoGPT-style loop (default AdamW)")
     print(
-        f"{'lightning':<10} {result['lightning_ms_per_step']:>9.2f} {result['lightning_tokens_per_s']:>10,}"
+        f"{'variant':<16} {'gptlab ms':>10} {'plain ms':>9} {'gptlab tok/s':>13} {'plain tok/s':>12} "
+        f"{'ratio':>6}"
     )
-    print(f"{'plain':<10} {result['plain_ms_per_step']:>9.2f} {result['plain_tokens_per_s']:>10,}")
-    print(f"Lightning / plain throughput: {result['lightning_over_plain_throughput']:.3f}")
+    for name, r in results.items():
+        print(
+            f"{name:<16} {r['lightning_ms_per_step']:>10.2f} {r['plain_ms_per_step']:>9.2f} "
+            f"{r['lightning_tokens_per_s']:>13,} {r['plain_tokens_per_s']:>12,} "
+            f"{r['lightning_over_plain_throughput']:>6.3f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

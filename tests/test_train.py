@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab.generate import generate
 from gptlab.models.module import GPTModule
 from gptlab.train import train
-from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config
+from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, latest
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,8 @@ def trained_run(tmp_path_factory) -> tuple[Path, float]:
         "trainer.log_every_n_steps=5",
         "model.optimizer.lr=3e-3",
         "model.scheduler.warmup_steps=5",
+        "callbacks.throughput.peak_flops=1e11",
+        "callbacks.throughput.window_size=5",
     )
     metric = train(cfg)
     return Path(cfg.paths.output_dir), metric
@@ -59,15 +61,23 @@ def test_checkpoint_loads_with_weights_only_and_is_self_contained(trained_run):
 
 def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     run_dir, metric = trained_run
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0}, purge_orphaned_data=False
+    )
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "val/ppl", "test/loss", "lr-AdamW/decay", "hp_metric"} <= scalars
+    assert {"train/device/items_per_sec", "train/device/samples_per_sec", "train/device/mfu"} <= scalars
+    tokens_per_s = latest(events, "train/device/items_per_sec")
+    flops_per_s = latest(events, "train/device/flops_per_sec")
+    assert latest(events, "train/device/mfu") == pytest.approx(flops_per_s / 1e11, rel=1e-4)
+    model = GPTModule.from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert flops_per_s / tokens_per_s == pytest.approx(model.backbone.flops_per_token(), rel=1e-3)
     val = [e.value for e in events.Scalars("val/loss")]
     assert len(val) == 4 and val[-1] < val[0]  # it learns
     ppl = [e.value for e in events.Scalars("val/ppl")]
     assert ppl[-1] == pytest.approx(float(torch.tensor(val[-1]).exp()), rel=1e-4)
-    assert events.Scalars("hp_metric")[-1].value == pytest.approx(metric)
+    assert latest(events, "hp_metric") == pytest.approx(metric)
     samples = events.Tensors("samples/text/text_summary")
     assert [s.step for s in samples] == [10, 20, 30, 40]
     hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()

@@ -1,0 +1,40 @@
+"""Tokens/s, samples/s and MFU in the loggers, through Lightning's ``ThroughputMonitor``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ThroughputMonitor
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a gptlab batch: ``(inputs, targets)`` windows or a classification mapping."""
+    return (batch["input_ids"] if isinstance(batch, Mapping) else batch[0]).size(0)
+
+
+def batch_tokens(batch: Any) -> int:
+    """Token positions the model computed in a gptlab batch (padding included: it costs the same, and
+    counting only real tokens would need a device-to-host sync every step)."""
+    return (batch["input_ids"] if isinstance(batch, Mapping) else batch[0]).numel()
+
+
+class GPTThroughputMonitor(ThroughputMonitor):
+    """Lightning's ``ThroughputMonitor`` for gptlab's batches.
+
+    FLOPs come from the module's ``flops_per_batch`` (the model shape: 6N + 12·L·H·Q·T per token).
+    Lightning knows the peak FLOPs of common GPUs; ``peak_flops`` sets it for anything else (a CPU, a new
+    chip) so MFU is logged there too.
+    """
+
+    def __init__(self, peak_flops: float | None = None, window_size: int = 50, separator: str = "/") -> None:
+        super().__init__(batch_size, batch_tokens, window_size=window_size, separator=separator)
+        self.peak_flops = peak_flops
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.peak_flops:
+            self.available_flops = int(self.peak_flops)
+            for throughput in self._throughputs.values():
+                throughput.available_flops = self.available_flops

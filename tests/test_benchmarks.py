@@ -1,0 +1,71 @@
+"""The benchmark scripts run (in their smoke mode) and write the results they promise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gptlab import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_data_pipeline_benchmark_smoke(tmp_path):
+    out = tmp_path / "data_pipeline.json"
+    script = PROJECT_ROOT / "benchmarks" / "data_pipeline.py"
+    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, timeout=180)
+    result = json.loads(out.read_text())
+    assert result["encode_mb_per_s"] > 0 and result["bpe_fit_seconds"] > 0
+    assert len(result["peak_rss_mb"]) == 3 and all(v > 0 for v in result["peak_rss_mb"].values())
+    for row in result["preparation"]:
+        assert row["num_tokens"] > 0 and row["encode_seconds"] > 0 and row["peak_rss_mb"] > 0
+    sizes = [row["corpus_mb"] for row in result["preparation"]]
+    assert sizes == sorted(set(sizes))  # three growing corpora
+    wait = result["data_wait"]
+    assert wait["steps"] > 0 and wait["step_ms"] > 0 and 0 < wait["wait_share_percent"] < 100
+
+
+def test_generation_speed_benchmark_smoke(tmp_path):
+    out = tmp_path / "generation_speed.json"
+    script = PROJECT_ROOT / "benchmarks" / "generation_speed.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert "cache tok/s" in run.stdout  # the table
+    rows = json.loads(out.read_text())["results"]
+    assert {row["variant"] for row in rows} == {"gpt2", "modern"}
+    for row in rows:
+        assert row["uncached_tokens_per_s"] > 0 and row["cached_tokens_per_s"] > 0
+        assert row["identical_tokens"]  # the cache changes the speed, never the text
+
+
+@pytest.mark.slow
+def test_train_speed_benchmark_smoke(tmp_path):
+    out = tmp_path / "train_speed.json"
+    script = PROJECT_ROOT / "benchmarks" / "train_speed.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out)],
+        check=True, timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "same_optimizer" in run.stdout  # the table
+    result = json.loads(out.read_text())["same_optimizer"]
+    assert result["lightning_ms_per_step"] > 0 and result["plain_ms_per_step"] > 0
+    ratio = result["plain_ms_per_step"] / result["lightning_ms_per_step"]
+    assert result["lightning_over_plain_throughput"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_backbone_speed_benchmark_smoke(tmp_path):
+    out = tmp_path / "backbone_speed.json"
+    script = PROJECT_ROOT / "benchmarks" / "backbone_speed.py"
+    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, timeout=120)
+    result = json.loads(out.read_text())
+    assert result["model"] == "smoke" and result["fwd_bwd_ms"] > 0
+    assert result["tokens_per_s"] == round(
+        result["batch_size"] * result["block_size"] / result["fwd_bwd_ms"] * 1e3
+    )
