@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+# Tiny models run fastest on one thread, and a second thread per process only adds contention on a
+# 2-core machine (the DDP and CLI subprocesses inherit this too). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 from omegaconf import DictConfig
 
 from gptlab import utils
@@ -38,17 +43,23 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def compose_config(out_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+def compose_config(out_dir: Path, *overrides: str, **options) -> DictConfig:
     """Compose configs/<config_name>.yaml as a run would see it, with outputs and caches in out_dir."""
     paths = [
         f"paths.output_dir={out_dir / 'run'}",
         f"paths.log_dir={out_dir / 'logs'}",
         f"paths.cache_dir={out_dir / 'cache'}",
     ]
-    return utils.compose_config(*paths, *overrides, config_name=config_name)
+    return utils.compose_config(*paths, *overrides, **options)
 
 
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose a config with overrides, writing outputs and caches under tmp_path."""
     return functools.partial(compose_config, tmp_path)
+
+
+def latest(events, tag: str) -> float:
+    """The value TensorBoard shows for a scalar: the one written last (a run's fit and test stages
+    write separate event files, which a reader may return in either order)."""
+    return max(events.Scalars(tag), key=lambda event: event.wall_time).value

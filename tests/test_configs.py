@@ -55,8 +55,9 @@ def _targets(node, found):
     if isinstance(node, DictConfig):
         if "_target_" in node:
             found.append(node)
-        for value in node.values():
-            _targets(value, found)
+        for key in node:
+            if not OmegaConf.is_missing(node, key):  # `???`: a value the user must pass
+                _targets(node[key], found)
     return found
 
 
@@ -73,3 +74,11 @@ def test_config_keys_are_constructor_arguments(compose_train, experiment):
         accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = [k for k in node if not k.startswith("_") and k not in params]
         assert accepts_kwargs or not unknown, f"{node._target_} takes no {unknown}"
+
+
+def test_slurm_launcher_composes(compose_train):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_train("hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2", keep_hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.nodes == 2 and launcher.tasks_per_node == launcher.gpus_per_node == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
+from importlib.util import find_spec
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -46,7 +48,7 @@ def log_config(cfg: DictConfig, loggers: list[Logger]) -> None:
         logger.log_hyperparams(params)
 
 
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+def compose_config(*overrides: str, config_name: str = "train", keep_hydra: bool = False) -> DictConfig:
     """Compose a config from Python (tests, notebooks, benchmarks) as a command line would.
 
     Hydra's run-time values (``${hydra:...}``) resolve as in a real run; override ``paths.output_dir``
@@ -60,8 +62,9 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)
     GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        del cfg.hydra  # a task function never sees the hydra node
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg.hydra  # a task function never sees the hydra node
     return cfg
 
 
@@ -111,3 +114,18 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             log.exception("job failed; the sweep goes on")
             return float("nan")
     return task(cfg)
+
+
+def require_sweep_plugins(argv: Sequence[str]) -> None:
+    """Stop with install instructions when the command line asks for a sweeper or launcher plugin
+    that is not installed (Hydra would only say that it cannot find the config)."""
+    wanted = {
+        "hydra_plugins.hydra_optuna_sweeper": ("hparams_search=", "hydra/sweeper=optuna"),
+        "hydra_plugins.hydra_submitit_launcher": ("hydra/launcher=",),
+    }
+    for module, prefixes in wanted.items():
+        if any(arg.startswith(prefixes) for arg in argv) and find_spec(module) is None:
+            sys.exit(
+                f"this command needs the Hydra plugin '{module.split('.')[-1]}', which is not installed; "
+                "install gptlab's sweep extra: pip install -e '.[sweep]'"
+            )
