@@ -82,3 +82,18 @@ def test_slurm_launcher_composes(compose_train):
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.nodes == 2 and launcher.tasks_per_node == launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize(
+    ("search", "experiment", "direction"),
+    [("shakespeare_optuna", "shakespeare_char", "minimize"), ("austen_optuna", "austen_scratch", "maximize")],
+)
+def test_optuna_searches_compose_with_their_experiment(compose_train, search, experiment, direction):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_train(f"hparams_search={search}", f"experiment={experiment}", keep_hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == direction and sweeper.sampler.seed == 1234
+    assert {"max": "maximize", "min": "minimize"}[cfg.optimized_metric_mode] == direction
+    assert sweeper.params["model.optimizer.lr"].startswith("tag(log, interval(")
+    for key in sweeper.params:  # every searched key exists in the experiment's config
+        assert OmegaConf.select(cfg, key) is not None, key
