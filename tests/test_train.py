@@ -11,6 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gptlab import CONFIG_DIR
 from gptlab.generate import generate
 from gptlab.models.module import GPTModule
 from gptlab.train import train
@@ -144,3 +145,20 @@ def test_train_cli_makes_one_run_directory(tmp_path, corpus):
     runs = list((tmp_path / "debug" / "runs").iterdir())
     assert len(runs) == 1
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "tensorboard").is_dir()
+
+
+PRETRAINING_EXPERIMENTS = ["shakespeare_char", "shakespeare_bpe", "shakespeare_modern"]
+# These need inputs made by their own tests: a classification sample (tests/test_classification.py)
+# and a Hugging Face GPT-2 directory (tests/test_hf.py), where their fast_dev_runs live.
+RUN_ELSEWHERE = {"austen_scratch", "austen_finetune", "gpt2_classify"}
+
+
+def test_every_experiment_has_a_fast_dev_run():
+    experiments = {p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")}
+    assert experiments == set(PRETRAINING_EXPERIMENTS) | RUN_ELSEWHERE
+
+
+@pytest.mark.parametrize("experiment", PRETRAINING_EXPERIMENTS)
+def test_pretraining_experiment_fast_dev_run(compose_train, corpus, experiment):
+    cfg = compose_train(f"experiment={experiment}", "debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES)
+    assert 0 < train(cfg) < 10
