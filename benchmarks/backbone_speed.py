@@ -64,7 +64,7 @@ def main() -> None:
         "block_size": config.block_size,
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "fwd_bwd_ms": round(median, 1),
+        "fwd_bwd_ms": round(median, 3),
         "tokens_per_s": round(tokens / median * 1e3),
         "achieved_tflops": round(backbone.flops_per_token() * tokens / median * 1e3 / 1e12, 4),
     }
