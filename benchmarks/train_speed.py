@@ -144,7 +144,22 @@ def measure(overrides: list[str], steps: int, skip: int, threads: int) -> dict:
         "lightning_tokens_per_s": round(tokens_per_step / lightning * 1e3),
         "plain_tokens_per_s": round(tokens_per_step / plain_ms * 1e3),
         "lightning_over_plain_throughput": round(plain_ms / lightning, 3),
+        # the same fixed validation windows gptlab-train evaluates
+        "lightning_val_loss": round(val_loss(model, datamodule), 4),
+        "plain_val_loss": round(val_loss(plain_model, datamodule), 4),
     }
+
+
+@torch.no_grad()
+def val_loss(model: torch.nn.Module, datamodule) -> float:
+    """Token-weighted cross-entropy over the validation windows."""
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in datamodule.val_dataloader():
+        logits = model(inputs)
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    return total / count
 
 
 def main() -> None:
