@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 
 from gptlab import PROJECT_ROOT
 from gptlab.models.optim import weight_decay_groups
-from gptlab.utils import compose_config
+from gptlab.utils import compose_config, instantiate_group
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 # name -> overrides of the Lightning run
@@ -111,7 +111,7 @@ def measure(overrides: list[str], steps: int, skip: int, threads: int) -> dict:
     datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, tokenizer=datamodule.tokenizer)
+    model = instantiate(cfg.model, **datamodule.model_kwargs())
 
     plain_model = copy.deepcopy(model)
     settings = cfg.model.optimizer
@@ -127,8 +127,8 @@ def measure(overrides: list[str], steps: int, skip: int, threads: int) -> dict:
     )  # fmt: skip
 
     timer = Interleave(plain)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [timer]
-    loggers = [instantiate(c) for c in cfg.logger.values()]
+    callbacks = [*instantiate_group(cfg.callbacks), timer]
+    loggers = instantiate_group(cfg.logger)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, enable_model_summary=False)
     trainer.fit(model, datamodule=datamodule)
 
