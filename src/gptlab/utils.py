@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -54,9 +56,6 @@ def compose_config(*overrides: str, config_name: str = "train", keep_hydra: bool
     Hydra's run-time values (``${hydra:...}``) resolve as in a real run; override ``paths.output_dir``
     to send outputs elsewhere.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=check_config_dir()):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
