@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gptlab.data.datamodules import ClassificationDataModule, stratified_split
-from gptlab.data.datasets import BucketBatchSampler, TextClassificationDataset, pad_collate
+from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
+from gptlab.data.sampling import BatchPlan, BucketBatchSampler
 from gptlab.data.tokenizers import CharTokenizer, UnknownCharactersError
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.heads import ClassificationHead
@@ -282,13 +283,15 @@ def test_collate_pads_on_the_right_with_a_mask():
 
 def test_bucket_batches_cover_every_row_once_with_similar_lengths():
     lengths = [i % 97 + 1 for i in range(1000)]
-    sampler = BucketBatchSampler(lengths, batch_size=10, pool_batches=20, seed=1)
+    sampler = BucketBatchSampler(lengths, BatchPlan(10), pool_batches=20, seed=1)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 100
     assert sorted(i for b in batches for i in b) == list(range(1000))
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 10  # random batches would spread over ~80
-    assert list(sampler) != batches  # a new draw each epoch
+    assert list(sampler) == batches  # an epoch's draw is fixed by (seed, epoch) ...
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # ... and a new epoch draws anew
 
 
 def test_stratified_split_keeps_label_proportions():

@@ -145,3 +145,14 @@ def test_flops_per_token_matches_a_hand_count():
     attention = 12 * 2 * 2 * 4  # 12 · layers · heads · head size, per token of context
     assert model.flops_per_token(seq_len=4) == 6 * weights + attention * 4 == 14_400
     assert model.flops_per_token() == 6 * weights + attention * 8  # block_size by default
+
+
+def test_validation_loss_weights_each_batch_by_its_tokens():
+    from gptlab.models.module import Perplexity, WeightedMean
+
+    mean, ppl = WeightedMean(), Perplexity()
+    for value, tokens in [(1.0, 64), (3.0, 16)]:  # a full batch, then a smaller last one
+        mean.update(torch.tensor(value), tokens)
+        ppl.update(torch.tensor(value), tokens)
+    assert mean.compute().item() == pytest.approx((64 * 1.0 + 16 * 3.0) / 80)
+    assert ppl.compute().item() == pytest.approx(math.exp(1.4), rel=1e-6)

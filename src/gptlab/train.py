@@ -7,48 +7,56 @@ gptlab-train experiment=gpt2_classify model.pretrained_hf=path/to/hf/gpt2
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.data.hf_tokenizer import tokenizer_for_hf_model
+from gptlab.data.sampling import BatchPlan
 from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.module import checkpoint_tokenizer
+from gptlab.run_dir import newest_resumable_checkpoint
 from gptlab.utils import (
     check_config_dir,
     instantiate_group,
     log_config,
     record_run,
+    refuse_script_launcher_in_sweep,
     require_sweep_plugins,
     run_task,
 )
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Seed, build data, model, callbacks, loggers and trainer from ``cfg``; fit; test; return the
-    value of ``cfg.optimized_metric`` (for sweeps)."""
+    """Seed; build callbacks, loggers, trainer, data and model from ``cfg``; fit (or resume); test the
+    best checkpoint; return the value of ``cfg.optimized_metric`` (for sweeps)."""
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
     record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    refuse_script_launcher_in_sweep(trainer)
+
     datamodule = instantiate(cfg.data, tokenizer=build_tokenizer(cfg))
+    batch = BatchPlan.from_trainer(datamodule.batch_size, trainer)  # refuses a batch that does not divide
+    rank_zero_info(batch.describe(datamodule.tokens_per_sample))
     datamodule.prepare_data()
     datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
     model = instantiate(cfg.model, **datamodule.model_kwargs())
     rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
-
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log_config(cfg, loggers)
+    log_config(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample))
 
     metrics = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from(cfg.get("ckpt_path"), trainer))
         metrics.update(trainer.callback_metrics)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -56,6 +64,31 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update(trainer.callback_metrics)
 
     return _optimized_metric(cfg, metrics, trainer, loggers)
+
+
+def batch_hparams(batch: BatchPlan, tokens_per_sample: int | None) -> dict[str, int]:
+    """The effective batch, logged with the run's hyperparameters."""
+    hparams = {"global_samples": batch.global_batch, "processes": batch.world_size}
+    hparams |= {"accumulate": batch.accumulate, "micro_batch": batch.micro_batch}
+    if tokens_per_sample:
+        hparams["tokens_per_step"] = batch.global_batch * tokens_per_sample
+    return hparams
+
+
+def resume_from(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """``ckpt_path`` as ``trainer.fit`` takes it; ``last`` becomes the newest last or interrupted
+    checkpoint of this run directory, or nothing (a fresh start) when it has none yet, so the same
+    command both starts and resumes a pre-emptible job."""
+    if ckpt_path != "last":
+        return ckpt_path
+    newest = newest_resumable_checkpoint(trainer.default_root_dir, run=".")
+    if newest is None:
+        rank_zero_info(
+            f"ckpt_path=last: no checkpoint in {trainer.default_root_dir} yet; starting from scratch"
+        )
+        return None
+    rank_zero_info(f"resuming from {newest}")
+    return str(newest)
 
 
 def build_tokenizer(cfg: DictConfig) -> Tokenizer:
@@ -99,7 +132,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     require_sweep_plugins(sys.argv[1:])
-    hydra_main()
+    try:
+        hydra_main()
+    except SIGTERMException:
+        # Lightning stops on SIGTERM with a bare SystemExit (status 0); a scheduler should see "terminated"
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning import Trainer
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from rich.console import Console
@@ -43,9 +45,9 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def log_config(cfg: DictConfig, loggers: list[Logger]) -> None:
-    """Record the whole resolved config as the run's hyperparameters."""
-    params = OmegaConf.to_container(cfg, resolve=True)
+def log_config(cfg: DictConfig, loggers: list[Logger], **extra: dict) -> None:
+    """Record the whole resolved config, and ``extra`` groups of values, as the run's hyperparameters."""
+    params = OmegaConf.to_container(cfg, resolve=True) | extra
     for logger in loggers:
         logger.log_hyperparams(params)
 
@@ -91,10 +93,10 @@ def record_run(cfg: DictConfig) -> None:
     """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir."""
     with open_dict(cfg):
         cfg.git_commit = git_commit(PROJECT_ROOT)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if rank_zero_only.rank == 0:
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         tree = Tree("config", guide_style="dim")
         for key, value in cfg.items():
             branch = tree.add(f"[bold]{key}")
@@ -103,12 +105,34 @@ def record_run(cfg: DictConfig) -> None:
         Console().print(tree)
 
 
+class SweepSetupError(RuntimeError):
+    """A multirun that cannot work at all: it stops at the first job instead of failing every job."""
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def refuse_script_launcher_in_sweep(trainer: Trainer) -> None:
+    """Lightning's ``ddp`` strategy starts the other ranks by running this command line again, which in a
+    Hydra multirun would start the whole sweep again in every rank."""
+    if in_multirun() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise SweepSetupError(
+            "trainer.strategy=ddp relaunches the command line once per device, which a Hydra multirun (-m) "
+            "cannot do. In a sweep use trainer=ddp_spawn (or trainer=ddp_sim on CPU), or "
+            "hydra/launcher=slurm to give each job its own GPUs; or run each configuration as its own "
+            "gptlab-train command."
+        )
+
+
 def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> float | None:
     """Run an entry point's task. In a multirun, a failed job is logged and returns NaN, so the
     sweep records it as failed and goes on; a single run raises as usual."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if in_multirun():
         try:
             return task(cfg)
+        except SweepSetupError:
+            raise
         except Exception:
             log.exception("job failed; the sweep goes on")
             return float("nan")

@@ -9,19 +9,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from gptlab.data.corpus import Preprocessing, TokenCache, build_token_cache, find_token_cache
 from gptlab.data.datasets import (
-    BucketBatchSampler,
     TextClassificationDataset,
     TokenWindows,
     keep_batch,
     pad_collate,
 )
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
+from gptlab.data.sampling import (
+    BatchPlan,
+    BucketBatchSampler,
+    GlobalBatchSampler,
+    ResumableDataLoader,
+    ShardSampler,
+)
 from gptlab.data.tokenizers import Tokenizer
 
 
@@ -33,9 +38,11 @@ class PretrainDataModule(L.LightningDataModule):
     ``num_proc`` and ``fit_sample_mb``). The corpus is tokenized once into ``cache_dir`` by
     ``prepare_data`` (rank 0 only under DDP); ``setup`` only reads that cache.
 
-    Training is step-based: each "epoch" is ``steps_per_epoch`` batches of windows drawn at random
-    offsets (with replacement, from a seeded generator). Validation and test use fixed non-overlapping
-    windows; without a test fraction, the test stage evaluates the validation windows.
+    Training is step-based: each "epoch" is ``steps_per_epoch`` optimizer steps, each a global batch of
+    ``batch_size`` windows at distinct random offsets drawn from ``(seed, epoch)``, shared out over the
+    ranks and accumulation steps (:mod:`gptlab.data.sampling`). Validation and test use fixed
+    non-overlapping windows, split over the ranks without padding; without a test fraction, the test
+    stage evaluates the validation windows.
     """
 
     def __init__(
@@ -91,6 +98,15 @@ class PretrainDataModule(L.LightningDataModule):
         """What the model must be built with to fit this data (call after ``setup``)."""
         return {"vocab_size": self.tokenizer.vocab_size, "tokenizer": self.tokenizer}
 
+    @property
+    def batch_plan(self) -> BatchPlan:
+        """``batch_size`` cut over the attached trainer's processes and accumulation steps."""
+        return BatchPlan.from_trainer(self.batch_size, self.trainer)
+
+    @property
+    def tokens_per_sample(self) -> int:
+        return self.block_size
+
     def prepare_data(self) -> None:
         cache = build_token_cache(
             self.path, self.requested_tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
@@ -139,32 +155,33 @@ class PretrainDataModule(L.LightningDataModule):
             windows = TokenWindows(tokens, self.block_size, start, end, stride=stride)
         return windows
 
-    def _loader(self, dataset: TokenWindows, **kwargs) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: TokenWindows, sampler, loader_class=DataLoader) -> DataLoader:
+        return loader_class(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_plan.micro_batch,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = RandomSampler(
-            self.datasets["train"],
-            replacement=True,
-            num_samples=self.steps_per_epoch * self.batch_size,
-            generator=generator,
+        plan = self.batch_plan
+        sampler = GlobalBatchSampler(len(self.datasets["train"]), self.steps_per_epoch, plan, self.seed)
+        return self._loader(self.datasets["train"], sampler, ResumableDataLoader)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        plan = self.batch_plan
+        return self._loader(
+            self.datasets[split], ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size)
         )
-        return self._loader(self.datasets["train"], sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], shuffle=False)
+        return self._eval_loader("test")
 
 
 EMPTY_TEXT = ("skip", "error")
@@ -343,18 +360,30 @@ class ClassificationDataModule(L.LightningDataModule):
             raise CorpusFormatError(f"'{path}' holds no rows with a text and a label")
         return texts, labels
 
+    @property
+    def batch_plan(self) -> BatchPlan:
+        """``batch_size`` cut over the attached trainer's processes and accumulation steps."""
+        return BatchPlan.from_trainer(self.batch_size, self.trainer)
+
+    @property
+    def tokens_per_sample(self) -> None:
+        return None  # texts vary in length
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"there is no {split} split: set data.{split}_path, or data.path to split")
         dataset = self.datasets[split]
-        options = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
-        options["persistent_workers"] = self.num_workers > 0
-        if self.bucket_by_length:
-            sampler = BucketBatchSampler(dataset.lengths, self.batch_size, shuffle=shuffle, seed=self.seed)
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate, **options)
-        generator = torch.Generator().manual_seed(self.seed)  # not a draw from the global RNG
-        return DataLoader(
-            dataset, self.batch_size, shuffle, generator=generator, collate_fn=pad_collate, **options
+        sampler = BucketBatchSampler(
+            dataset.lengths, self.batch_plan, shuffle=shuffle, seed=self.seed, bucket=self.bucket_by_length
+        )
+        loader_class = ResumableDataLoader if shuffle else DataLoader
+        return loader_class(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=pad_collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from gptlab.data.tokenizers import Tokenizer, UnknownCharactersError
 
@@ -196,46 +196,3 @@ def pad_collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     if "label" in items[0]:
         batch["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
     return batch
-
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of texts of similar length, so padding wastes little compute.
-
-    Each pass shuffles the indices, sorts them by length within pools of ``pool_batches`` batches, cuts
-    the pools into batches and shuffles the batches: similar lengths within a batch, a random order of
-    batches, a new draw every epoch from one seeded generator. Single-process only (not with DDP).
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        shuffle: bool = True,
-        pool_batches: int = 50,
-        drop_last: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.lengths = torch.as_tensor(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.pool_size = batch_size * pool_batches
-        self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        n = len(self.lengths)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        batches = []
-        for pool in order.split(self.pool_size):
-            # stable sort keeps the shuffled order among equal lengths
-            pool = pool[torch.sort(self.lengths[pool], stable=True).indices]
-            batches.extend(pool.split(self.batch_size))
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]
-        yield from (batch.tolist() for batch in batches)

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.generation import KVCache, sample
@@ -23,7 +23,29 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-class Perplexity(MeanMetric):
+class WeightedMean(Metric):
+    """Mean of batch values weighted by their sizes (tokens, or rows), without a host sync per update.
+
+    (torchmetrics' ``MeanMetric(nan_strategy="disable")``, the sync-free setting, ignores the weights, so
+    a last, smaller batch would count as much as a full one.)
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: float | torch.Tensor) -> None:
+        self.total += value.detach().float() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight
+
+
+class Perplexity(WeightedMean):
     """exp of the (token-weighted) mean cross-entropy it is updated with."""
 
     def compute(self) -> torch.Tensor:
@@ -109,9 +131,9 @@ class GPTModule(L.LightningModule):
         # compiles in place, so state_dict keys never get an `_orig_mod.` prefix.
         self.compile_backbone = compile
         self.train_loss = MeanMetric(nan_strategy="disable")
-        self.val_loss = MeanMetric(nan_strategy="disable")
-        self.val_ppl = Perplexity(nan_strategy="disable")
-        self.test_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = WeightedMean()
+        self.val_ppl = Perplexity()
+        self.test_loss = WeightedMean()
 
     def configure_model(self) -> None:
         if self.compile_backbone:
@@ -119,11 +141,11 @@ class GPTModule(L.LightningModule):
 
     @property
     def flops_per_batch(self) -> int | None:
-        """Training FLOPs of one batch of full windows, for the throughput monitor's MFU."""
+        """Training FLOPs of one device's micro-batch of full windows, for the throughput monitor's MFU."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         if datamodule is None:
             return None
-        return self.backbone.flops_per_token() * datamodule.batch_size * self.config.block_size
+        return self.backbone.flops_per_token() * datamodule.batch_plan.micro_batch * self.config.block_size
 
     def _backbone_hparams(self) -> dict[str, Any]:
         hparams = self.config.to_dict()
