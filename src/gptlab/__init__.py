@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from gptlab.run_dir import run_directory
+
 __version__ = "0.1.0"
 
 # The checkout this package is installed from (editable install): configs/, data/ and logs/ live there.
@@ -14,3 +16,5 @@ PROJECT_ROOT = Path(os.environ.get("GPTLAB_ROOT", Path(__file__).resolve().paren
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 OmegaConf.register_new_resolver("gptlab_root", lambda: str(PROJECT_ROOT), replace=True)
+# cached: every reading in this process (Hydra's, Lightning's DDP launcher's) gets the same directory
+OmegaConf.register_new_resolver("gptlab_run_dir", run_directory, replace=True, use_cache=True)

@@ -1,0 +1,44 @@
+"""Where a run writes: the ``${gptlab_run_dir:...}`` resolver behind ``hydra.run.dir``."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+RESUMABLE = ("last*.ckpt", "interrupted.ckpt")
+
+
+def newest_resumable_checkpoint(runs: str | Path, run: str = "*") -> Path | None:
+    """The most recently written last (or interrupted) checkpoint of ``runs/<run>`` (a glob)."""
+    found = [ckpt for pattern in RESUMABLE for ckpt in Path(runs).glob(f"{run}/checkpoints/{pattern}")]
+    return max(found, key=lambda ckpt: ckpt.stat().st_mtime) if found else None
+
+
+def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None = None) -> str:
+    """The directory of a run under ``runs``.
+
+    - ``run_name=<name>``: ``runs/<name>``; the same name again continues in it (with ``ckpt_path=last``).
+    - resuming (``ckpt_path``) a checkpoint of a run under ``runs``: that run's directory, so the resumed
+      run keeps its checkpoints and its TensorBoard run; ``ckpt_path=last``: the run with the newest
+      last checkpoint.
+    - one process of a multi-process launch (torchrun with a ``--rdzv-id``, a SLURM job of several
+      tasks): a name every process agrees on, so all ranks share one directory.
+    - otherwise the start time, to the microsecond.
+    """
+    root = Path(runs)
+    if run_name:
+        return str(root / run_name)
+    if ckpt_path == "last":
+        if (newest := newest_resumable_checkpoint(root)) is not None:
+            return str(newest.parent.parent)
+    elif ckpt_path:
+        checkpoints = Path(ckpt_path).resolve().parent
+        if checkpoints.name == "checkpoints" and checkpoints.parent.parent == root.resolve():
+            return str(checkpoints.parent)
+    env = os.environ
+    if int(env.get("WORLD_SIZE", "1")) > 1 and env.get("TORCHELASTIC_RUN_ID", "none") != "none":
+        return str(root / f"torchrun-{env['TORCHELASTIC_RUN_ID']}")
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
+        return str(root / f"slurm-{env['SLURM_JOB_ID']}")
+    return str(root / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f"))

@@ -1,0 +1,187 @@
+"""Exact resume, SIGTERM / Ctrl-C checkpoints, the NaN guard, atomic checkpoint writes, run directories."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
+from gptlab.checkpoint_io import AtomicCheckpointIO
+from gptlab.models.module import GPTModule
+from gptlab.run_dir import run_directory
+from gptlab.train import train
+from tests.conftest import TINY_OVERRIDES
+
+QUIET = ["callbacks.text_sampler=null", "callbacks.throughput=null", "test=false"]
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.slow
+def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_train, corpus, tmp_path):
+    # steps_per_epoch=15: the first leg crosses an epoch and stops mid-epoch, so the resumed loader
+    # must skip the 5 batches it already served in epoch 1
+    common = [
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "data.steps_per_epoch=15",
+        "trainer.deterministic=true", "trainer.val_check_interval=10",
+        "model.scheduler.total_steps=40", "model.scheduler.warmup_steps=5",
+    ]  # fmt: skip
+    whole = compose_train(*common, "trainer.max_steps=40", f"paths.output_dir={tmp_path / 'whole'}")
+    whole_val = train(whole)
+    first = compose_train(*common, "trainer.max_steps=20", f"paths.output_dir={tmp_path / 'legs'}")
+    train(first)
+    resumed_from = tmp_path / "legs" / "checkpoints" / "last.ckpt"
+    assert checkpoint(resumed_from)["global_step"] == 20
+    second = compose_train(
+        *common, "trainer.max_steps=40", f"paths.output_dir={tmp_path / 'legs'}", f"ckpt_path={resumed_from}"
+    )
+    legs_val = train(second)
+
+    a = checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    b = checkpoint(tmp_path / "legs" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 40
+    diff = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"])
+    print(f"max parameter difference, 40 steps vs 20 + 20 resumed: {diff:.3g}")
+    assert diff == 0.0
+    assert whole_val == legs_val
+    moments = [c["optimizer_states"][0]["state"].values() for c in (a, b)]
+    for x, y in zip(*moments, strict=True):
+        torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)
+
+
+def start_training(tmp_path: Path, corpus: Path, *overrides: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "gptlab.train", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, *QUIET, "run_name=preemptible",
+        "trainer.val_check_interval=20", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_signal_during_training_leaves_a_checkpoint_that_resumes(tmp_path, corpus, signum):
+    run = tmp_path / "train" / "runs" / "preemptible"
+    process = start_training(tmp_path, corpus, "trainer.max_steps=100000", "model.scheduler.total_steps=1000")
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.ckpt").exists():  # training is under way
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    print(f"{signal.Signals(signum).name}: exit status {process.returncode}")
+    assert process.returncode == (143 if signum == signal.SIGTERM else 1)
+    interrupted = run / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.is_file(), output[-3000:]
+    stopped_at = checkpoint(interrupted)["global_step"]
+    assert stopped_at >= 20 and f"at step {stopped_at}: saved" in output
+
+    resumed = start_training(tmp_path, corpus, "ckpt_path=last", f"trainer.max_steps={stopped_at + 20}",
+                             "model.scheduler.total_steps=1000")  # fmt: skip
+    output = resumed.communicate(timeout=240)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resuming from {interrupted}" in output
+    assert f"`max_steps={stopped_at + 20}` reached" in output
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
+    assert not interrupted.exists()  # a fit that ends normally removes it
+    assert [p.name for p in run.parent.iterdir()] == ["preemptible"]
+
+
+class InjectNaN(L.Callback):
+    """Test helper: turns one weight into NaN at a given step."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            with torch.no_grad():
+                pl_module.backbone.wte.weight[0, 0] = float("nan")
+
+
+def test_a_nan_loss_stops_the_run_and_the_last_good_checkpoint_survives(compose_train, corpus):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=100",
+        "trainer.val_check_interval=10", "+callbacks.inject_nan.at_step=25",
+        "+callbacks.inject_nan._target_=tests.test_fault_tolerance.InjectNaN",
+    )  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step 25 \(last finite loss: \d\.\d{4} at step 24\)"
+    ):
+        train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = checkpoint(last)
+    assert saved["global_step"] == 20
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+    assert torch.isfinite(GPTModule.from_checkpoint(last)(torch.zeros(1, 4, dtype=torch.long))).all()
+    assert not (last.parent / "interrupted.ckpt").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused():
+    weights = {"backbone.wte.weight": torch.tensor([1.0, float("inf")]), "step": torch.tensor(3)}
+    trainer = type("FakeTrainer", (), {"global_step": 7})()
+    with pytest.raises(NonFiniteLossError, match="weight 'backbone.wte.weight' is not finite at step 7"):
+        FiniteLossGuard().on_save_checkpoint(trainer, None, {"state_dict": weights})
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+
+    def crash_midway(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_run_directories_for_names_resumes_and_launchers(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    old, new = runs / "2026-01-01_00-00-00_000001", runs / "2026-01-02_00-00-00_000001"
+    for run, mtime in [(old, 2_000_000), (new, 1_000_000)]:  # the older-named run was written last
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        os.utime(run / "checkpoints" / "last.ckpt", (mtime, mtime))
+    assert run_directory(str(runs), "mine") == str(runs / "mine")
+    assert run_directory(str(runs), None, str(new / "checkpoints" / "last.ckpt")) == str(new)
+    assert run_directory(str(runs), None, "last") == str(old)
+    elsewhere = tmp_path / "other" / "checkpoints" / "last.ckpt"
+    assert Path(run_directory(str(runs), None, str(elsewhere))).parent == runs  # a new run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
+    assert run_directory(str(runs)) == str(runs / "torchrun-job7")
+
+
+@pytest.mark.slow
+def test_a_compiled_model_checkpoint_loads_into_an_uncompiled_model(compose_train, corpus):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "model.compile=true", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0",
+    )  # fmt: skip
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "checkpoints"
+    saved = checkpoint(next(path.glob("*.ckpt")))
+    assert not [k for k in saved["state_dict"] if "_orig_mod" in k]
+    model = GPTModule.from_checkpoint(next(path.glob("*.ckpt")))
+    assert not hasattr(model.backbone, "_orig_mod")
+    torch.testing.assert_close(
+        model.state_dict()["backbone.wte.weight"], saved["state_dict"]["backbone.wte.weight"]
+    )
