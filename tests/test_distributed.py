@@ -160,6 +160,21 @@ def test_torchrun_two_nodes_on_loopback_share_one_run_directory(tmp_path, corpus
     assert checkpoint["global_step"] == 6
 
 
+@pytest.mark.slow
+def test_ddp_relaunched_by_lightning_under_hydra_writes_one_run_directory(tmp_path, corpus):
+    command = [
+        sys.executable, "-m", "gptlab.train", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, *QUIET, "trainer=ddp",
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es) x 1 accumulation x 2 per micro-batch" in done.stdout + done.stderr
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
 def test_config_keeps_effective_batch_in_the_logged_hyperparameters(compose_train, corpus):
     cfg = compose_train(
         "debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES, "trainer.accumulate_grad_batches=2"

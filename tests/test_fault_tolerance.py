@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
 from gptlab.checkpoint_io import AtomicCheckpointIO
@@ -54,6 +55,13 @@ def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_trai
     print(f"max parameter difference, 40 steps vs 20 + 20 resumed: {diff:.3g}")
     assert diff == 0.0
     assert whole_val == legs_val
+    # one TensorBoard run holds both legs
+    board = tmp_path / "legs" / "tensorboard"
+    assert not [p for p in board.iterdir() if p.is_dir()]
+    events = EventAccumulator(str(board))
+    events.Reload()
+    val_steps = [event.step for event in events.Scalars("val/loss")]
+    assert min(val_steps) < 20 < max(val_steps)
     moments = [c["optimizer_states"][0]["state"].values() for c in (a, b)]
     for x, y in zip(*moments, strict=True):
         torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 
@@ -12,7 +13,8 @@ class TextSampler(L.Callback):
     """After every ``every_n_validations``-th validation, sample from the model and log the text.
 
     The sample uses its own seeded generator, so successive samples differ only because the model
-    learned: that is what makes them comparable in TensorBoard's TEXT tab.
+    learned: that is what makes them comparable in TensorBoard's TEXT tab. Off under FSDP (sample from a
+    checkpoint with gptlab-generate instead).
     """
 
     def __init__(
@@ -37,6 +39,8 @@ class TextSampler(L.Callback):
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or getattr(pl_module, "tokenizer", None) is None:
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):  # rank 0 alone cannot run a sharded model
             return
         self._validations += 1
         if self._validations % self.every_n_validations:
