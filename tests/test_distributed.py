@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -217,3 +218,20 @@ def test_gpu_precisions_train(compose_train, corpus, precision):
     overrides = [f"trainer.precision={precision}", "debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES]
     cfg = compose_train("trainer=gpu", *overrides)
     assert 0 < train(cfg) < 10
+
+
+def test_training_metrics_are_logged_once_per_logged_step_under_accumulation():
+    from types import SimpleNamespace
+
+    module = GPTModule(vocab_size=8, backbone={"block_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 8})
+    trainer = SimpleNamespace(fast_dev_run=False, accumulate_grad_batches=2, log_every_n_steps=5)
+    logged = []
+    for batch_idx in range(20):  # 10 optimizer steps of 2 micro-batches
+        step = batch_idx // 2
+        with (
+            patch.object(GPTModule, "trainer", trainer),
+            patch.object(GPTModule, "global_step", step),
+        ):
+            if module.logs_this_step(batch_idx):
+                logged.append((step, batch_idx))
+    assert logged == [(4, 9), (9, 19)]  # the last micro-batch of steps 5 and 10

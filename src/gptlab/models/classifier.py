@@ -142,8 +142,7 @@ class GPTClassifier(GPTModule):
         loss, logits = self._step(batch)
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), batch["labels"])
-        # As the LM: log the mean of the last `log_every_n_steps` steps, only on the steps written out.
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0 or self.trainer.fast_dev_run:
+        if self.logs_this_step(batch_idx):
             self.log("train/loss", self.train_loss.compute(), prog_bar=True)
             self.log("train/acc", self.train_acc.compute(), prog_bar=True)
             self.train_loss.reset()

@@ -164,12 +164,19 @@ class GPTModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
         self.train_loss.update(loss.detach())
-        # Logging forces a host sync and costs ~0.3 ms a call: report the mean of the last
-        # `log_every_n_steps` steps, on exactly the steps the Trainer writes to its loggers.
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0 or self.trainer.fast_dev_run:
+        if self.logs_this_step(batch_idx):
             self.log("train/loss", self.train_loss.compute(), prog_bar=True)
             self.train_loss.reset()
         return loss
+
+    def logs_this_step(self, batch_idx: int) -> bool:
+        """Logging forces a host sync and costs ~0.3 ms a call, so training metrics report the mean of the
+        last ``log_every_n_steps`` steps, on the last micro-batch of the steps the Trainer writes out."""
+        trainer = self.trainer
+        if trainer.fast_dev_run:
+            return True
+        last_micro_batch = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        return last_micro_batch and (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
