@@ -90,3 +90,24 @@ def test_asking_for_optuna_without_the_plugin_says_how_to_install(monkeypatch):
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[sweep\]'"):
         require_sweep_plugins(["-m", "hparams_search=shakespeare_optuna"])
     require_sweep_plugins(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
+
+
+def test_a_sweep_of_spawned_ddp_jobs_works(tmp_path, corpus):
+    _, summary = run_sweep(tmp_path, corpus, "trainer=ddp_sim", "seed=1,2")
+    assert [job["status"] for job in summary["jobs"]] == ["completed", "completed"]
+    assert all(0 < job["metric"] < 10 for job in summary["jobs"])
+
+
+def test_a_sweep_with_the_relaunching_ddp_strategy_stops_at_once(tmp_path, corpus):
+    command = [
+        sys.executable, "-m", "gptlab.train", "-m", "debug=fdr", f"data.path={corpus}",
+        f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.precision=32-true", "seed=1,2,3",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "trainer=ddp_spawn" in done.stderr and "relaunches the command line" in done.stderr
+    (sweep_dir,) = (tmp_path / "debug" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0"]  # no job after the first
+    assert not (tmp_path / "cache").exists()  # stopped before preparing any data

@@ -131,8 +131,8 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
     if in_multirun():
         try:
             return task(cfg)
-        except SweepSetupError:
-            raise
+        except SweepSetupError as err:
+            sys.exit(f"error: {err}")  # Hydra would record the job as failed and start the next one
         except Exception:
             log.exception("job failed; the sweep goes on")
             return float("nan")
