@@ -199,7 +199,8 @@ class ClassificationDataModule(L.LightningDataModule):
     ``head`` or the ``tail``); characters the tokenizer cannot encode (a character vocabulary fitted on
     the training texts may lack some in val / test) are dropped and counted, or refused with
     ``unknown_chars="error"``. Batches are padded per batch, and with ``bucket_by_length`` hold texts of
-    similar length; ``seed`` draws their order.
+    similar length; ``seed`` and the epoch draw their order. ``batch_size`` is the global batch, shared out
+    over ranks and accumulation steps like the pretraining data's (:mod:`gptlab.data.sampling`).
     """
 
     def __init__(
