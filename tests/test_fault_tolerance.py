@@ -105,6 +105,8 @@ def test_a_signal_during_training_leaves_a_checkpoint_that_resumes(tmp_path, cor
     assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
     assert not interrupted.exists()  # a fit that ends normally removes it
     assert [p.name for p in run.parent.iterdir()] == ["preemptible"]
+    sessions = [(run / name).read_text() for name in ("config_resolved.1.yaml", "config_resolved.yaml")]
+    assert "ckpt_path: null" in sessions[0] and "ckpt_path: last" in sessions[1]
 
 
 class InjectNaN(L.Callback):

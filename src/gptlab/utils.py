@@ -90,13 +90,18 @@ def git_commit(directory: str | Path) -> str | None:
 
 
 def record_run(cfg: DictConfig) -> None:
-    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir."""
+    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir.
+    A resumed run keeps the configs of the earlier sessions of the run as config_resolved.<n>.yaml."""
     with open_dict(cfg):
         cfg.git_commit = git_commit(PROJECT_ROOT)
     if rank_zero_only.rank == 0:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record = output_dir / "config_resolved.yaml"
+        if record.exists():
+            sessions = len(list(output_dir.glob("config_resolved*")))
+            record.rename(output_dir / f"config_resolved.{sessions}.yaml")
+        record.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         tree = Tree("config", guide_style="dim")
         for key, value in cfg.items():
             branch = tree.add(f"[bold]{key}")
