@@ -178,6 +178,7 @@ def test_run_directories_for_names_resumes_and_launchers(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
     assert run_directory(str(runs)) == str(runs / "torchrun-job7")
+    assert run_directory(str(runs), None, "last") == str(runs / "torchrun-job7")  # its own run, if requeued
 
 
 @pytest.mark.slow

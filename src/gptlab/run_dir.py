@@ -19,26 +19,27 @@ def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None 
     """The directory of a run under ``runs``.
 
     - ``run_name=<name>``: ``runs/<name>``; the same name again continues in it (with ``ckpt_path=last``).
-    - resuming (``ckpt_path``) a checkpoint of a run under ``runs``: that run's directory, so the resumed
-      run keeps its checkpoints and its TensorBoard run; ``ckpt_path=last``: the run with the newest
-      last checkpoint.
+    - resuming a checkpoint file of a run under ``runs``: that run's directory, so the resumed run keeps
+      its checkpoints and its TensorBoard run.
     - one process of a multi-process launch (torchrun with a ``--rdzv-id``, a SLURM job of several
-      tasks): a name every process agrees on, so all ranks share one directory.
+      tasks): a name every process agrees on, so all ranks share one directory (and a requeued job,
+      with ``ckpt_path=last``, finds its own checkpoints there).
+    - ``ckpt_path=last``: the run with the newest last (or interrupted) checkpoint.
     - otherwise the start time, to the microsecond.
     """
     root = Path(runs)
     if run_name:
         return str(root / run_name)
-    if ckpt_path == "last":
-        if (newest := newest_resumable_checkpoint(root)) is not None:
-            return str(newest.parent.parent)
-    elif ckpt_path:
+    if ckpt_path and ckpt_path != "last":
         checkpoints = Path(ckpt_path).resolve().parent
         if checkpoints.name == "checkpoints" and checkpoints.parent.parent == root.resolve():
             return str(checkpoints.parent)
+    # before ckpt_path=last: a requeued job resumes its own run, not whichever run wrote last
     env = os.environ
     if int(env.get("WORLD_SIZE", "1")) > 1 and env.get("TORCHELASTIC_RUN_ID", "none") != "none":
         return str(root / f"torchrun-{env['TORCHELASTIC_RUN_ID']}")
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
         return str(root / f"slurm-{env['SLURM_JOB_ID']}")
+    if ckpt_path == "last" and (newest := newest_resumable_checkpoint(root)) is not None:
+        return str(newest.parent.parent)
     return str(root / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f"))
