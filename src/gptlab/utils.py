@@ -130,9 +130,20 @@ def refuse_script_launcher_in_sweep(trainer: Trainer) -> None:
         )
 
 
+def send_lightning_logs_to_hydra() -> None:
+    """Lightning gives its loggers a console handler of their own when imported, before Hydra sets up
+    logging, so its messages (``rank_zero_info`` included) would never reach the run's ``<task>.log``."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> float | None:
-    """Run an entry point's task. In a multirun, a failed job is logged and returns NaN, so the
-    sweep records it as failed and goes on; a single run raises as usual."""
+    """Run an entry point's task, its messages logged to the console and the run's log file. In a
+    multirun, a failed job is logged and returns NaN, so the sweep records it as failed and goes on; a
+    single run raises as usual."""
+    send_lightning_logs_to_hydra()
     if in_multirun():
         try:
             return task(cfg)
