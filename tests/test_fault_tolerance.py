@@ -196,3 +196,14 @@ def test_a_compiled_model_checkpoint_loads_into_an_uncompiled_model(compose_trai
     torch.testing.assert_close(
         model.state_dict()["backbone.wte.weight"], saved["state_dict"]["backbone.wte.weight"]
     )
+
+
+def test_last_checkpoint_is_the_newest_step_even_when_val_loss_did_not_improve(compose_train, corpus):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=20",
+        "trainer.val_check_interval=10", "model.optimizer.lr=0.0", "model.scheduler=null",
+    )  # fmt: skip
+    train(cfg)  # learning rate 0: the val loss never improves after the first validation
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-step000010.ckpt", "last.ckpt"]
+    assert checkpoint(checkpoints / "last.ckpt")["global_step"] == 20
