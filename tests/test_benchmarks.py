@@ -51,13 +51,25 @@ def test_train_speed_benchmark_smoke(tmp_path):
     script = PROJECT_ROOT / "benchmarks" / "train_speed.py"
     run = subprocess.run(
         [sys.executable, str(script), "--smoke", "--out", str(out)],
-        check=True, timeout=300, capture_output=True, text=True,
+        check=True, timeout=600, capture_output=True, text=True,
     )  # fmt: skip
-    assert "same_optimizer" in run.stdout  # the table
-    result = json.loads(out.read_text())["same_optimizer"]
-    assert result["lightning_ms_per_step"] > 0 and result["plain_ms_per_step"] > 0
-    ratio = result["plain_ms_per_step"] / result["lightning_ms_per_step"]
-    assert result["lightning_over_plain_throughput"] == pytest.approx(ratio, abs=1e-3)
+    assert "same_optimizer" in run.stdout and "val loss" in run.stdout  # the tables
+    results = json.loads(out.read_text())
+    assert set(results) == {"same_optimizer", "default"}
+    for result in results.values():
+        assert result["trained_steps"] == 12
+        assert result["lightning_ms_per_step"] > 0 and result["plain_ms_per_step"] > 0
+        ratio = result["plain_ms_per_step"] / result["lightning_ms_per_step"]
+        assert result["lightning_over_plain_throughput"] == pytest.approx(ratio, abs=1e-3)
+        assert result["ranges"]["2-12"]["lightning_ms_per_step"] == result["lightning_ms_per_step"]
+        # two independent models (no tensor shared, tied or deep-copied alike), fed the same windows
+        assert result["shared_parameters"] == [] and result["same_batches"]
+        assert 0 < result["lightning_val_loss"] < 10 and 0 < result["plain_val_loss"] < 10
+    # The same optimizer on the same windows computes the same model, up to float rounding; a fused
+    # AdamW rounds differently, which only independent models show.
+    same, fused = results["same_optimizer"], results["default"]
+    assert same["lightning_val_loss"] == pytest.approx(same["plain_val_loss"], abs=1e-4)
+    assert fused["parameters_differ"]
 
 
 def test_backbone_speed_benchmark_smoke(tmp_path):
@@ -67,4 +79,25 @@ def test_backbone_speed_benchmark_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert result["model"] == "smoke" and result["fwd_bwd_ms"] > 0
     tokens_per_s = result["batch_size"] * result["block_size"] / result["fwd_bwd_ms"] * 1e3
-    assert result["tokens_per_s"] == pytest.approx(tokens_per_s, rel=1e-3)  # fwd_bwd_ms is rounded
+    assert result["tokens_per_s"] == pytest.approx(tokens_per_s, rel=1e-3, abs=1)  # both are rounded
+
+
+def test_presets_benchmark_smoke(tmp_path):
+    out = tmp_path / "presets.json"
+    script = PROJECT_ROOT / "benchmarks" / "presets.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out)],
+        check=True, timeout=180, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "fwd+bwd tokens/s" in run.stdout  # the table
+    rows = {row["preset"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"char (default)", "modern", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "smoke"}
+    # counted from the composed configs: GPT-2's sizes as Hugging Face counts them (unpadded vocabulary)
+    assert rows["gpt2"]["parameters_unpadded"] == 124_439_808
+    assert rows["gpt2-xl"]["parameters_unpadded"] == 1_557_611_200
+    for row in rows.values():
+        assert row["fp32_adamw_gb"] == pytest.approx(row["parameters"] * 16 / 1e9, abs=1e-3)
+    measured = rows["smoke"]["measured"]
+    assert measured["fwd_bwd_ms"] > 0 and measured["tokens_per_s"] > 0
+    assert measured["peak_rss_train_step_mb"] >= measured["peak_rss_fwd_bwd_mb"] > 0
+    assert "measured" not in rows["gpt2-xl"] and rows["gpt2-xl"]["skipped"]

@@ -100,6 +100,7 @@ def test_hyperparameters_are_primitives():
         "mlp_hidden": None,
         "n_kv_head": None,
         "gelu_approximate": "none",
+        "attention_fp32": False,
     }
     assert hparams == {"vocab_size": 50, "backbone": {**BACKBONE, **defaults}}
 
@@ -156,3 +157,76 @@ def test_validation_loss_weights_each_batch_by_its_tokens():
         ppl.update(torch.tensor(value), tokens)
     assert mean.compute().item() == pytest.approx((64 * 1.0 + 16 * 3.0) / 80)
     assert ppl.compute().item() == pytest.approx(math.exp(1.4), rel=1e-6)
+
+
+def spy_on_attention(monkeypatch) -> list[tuple[torch.dtype, bool]]:
+    """Record each attention call's query dtype and whether CPU autocast was on around it."""
+    calls, attend = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        calls.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return attend(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("attention_fp32", [False, True])
+def test_attention_fp32_keeps_the_attention_call_in_float32_under_bf16_autocast(monkeypatch, attention_fp32):
+    model = tiny_module(attention_fp32=attention_fp32).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        reference = model(idx)  # fp32 throughout
+        calls = spy_on_attention(monkeypatch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(idx)
+    expected = (torch.float32, False) if attention_fp32 else (torch.bfloat16, True)
+    assert calls == [expected] * BACKBONE["n_layer"]
+    assert mixed.dtype == torch.bfloat16  # the head's matmul is still autocast's
+    torch.testing.assert_close(mixed.float(), reference, atol=0.05, rtol=0.05)  # bf16's precision
+
+
+def test_attention_fp32_is_a_saved_hyperparameter():
+    model = tiny_module(attention_fp32=True)
+    assert model.hparams["backbone"]["attention_fp32"] is True
+    rebuilt = GPTModule(**model.hparams)  # what from_checkpoint does
+    assert all(block.attn.attention_fp32 for block in rebuilt.backbone.blocks)
+
+
+def test_attention_fp32_stays_causal_under_bf16_autocast():
+    model = tiny_module(attention_fp32=True).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 50
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before, after = model(idx), model(changed)
+    torch.testing.assert_close(before[:, :9], after[:, :9], rtol=0, atol=1e-6)
+    assert not torch.allclose(before[:, 9:], after[:, 9:])
+
+
+def test_attention_fp32_with_the_kv_cache_matches_a_full_forward_under_bf16_autocast():
+    from gptlab.models.generation import KVCache
+
+    model = tiny_module(attention_fp32=True).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    cache = KVCache(16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(idx)
+        chunks = [model(idx[:, :7], cache=cache), model(idx[:, 7:12], cache=cache)]
+        chunks += [model(idx[:, t : t + 1], cache=cache) for t in range(12, 16)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1).float(), full.float(), atol=0.05, rtol=0.05)
+    greedy = [sample(model, idx[:, :4], 12, 16, temperature=0, use_cache=c) for c in (True, False)]
+    assert torch.equal(*greedy)
+
+
+@pytest.mark.slow
+def test_attention_fp32_survives_torch_compile_under_bf16_autocast():
+    model = tiny_module(attention_fp32=True)
+    idx = torch.randint(0, 50, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = model(idx)
+        model.backbone.compile()  # in place, as model.compile=true does
+        compiled = model(idx)
+        compiled.float().sum().backward()
+    torch.testing.assert_close(compiled.float(), eager.float(), atol=0.05, rtol=0.05)
+    assert model.backbone.wte.weight.grad is not None

@@ -145,9 +145,16 @@ def test_train_cli_makes_one_run_directory(tmp_path, corpus):
     runs = list((tmp_path / "debug" / "runs").iterdir())
     assert len(runs) == 1
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "tensorboard").is_dir()
+    log = (runs[0] / "debug.log").read_text()  # Lightning's messages reach the run's log file too
+    assert "[INFO] - batch: 4 samples = 64 tokens per optimizer step" in log and "max_steps=1" in log
 
 
-PRETRAINING_EXPERIMENTS = ["shakespeare_char", "shakespeare_bpe", "shakespeare_modern"]
+PRETRAINING_EXPERIMENTS = [
+    "shakespeare_char",
+    "shakespeare_bpe",
+    "shakespeare_modern",
+    "shakespeare_char_fast",
+]
 # These need inputs made by their own tests: a classification sample (tests/test_classification.py)
 # and a Hugging Face GPT-2 directory (tests/test_hf.py), where their fast_dev_runs live.
 RUN_ELSEWHERE = {"austen_scratch", "austen_finetune", "gpt2_classify"}
