@@ -130,6 +130,8 @@ class GPTModule(L.LightningModule):
         # Not a saved hyperparameter: a checkpoint loads into an uncompiled model, and nn.Module.compile
         # compiles in place, so state_dict keys never get an `_orig_mod.` prefix.
         self.compile_backbone = compile
+        # the shape never changes: counted once, not on every step the throughput monitor asks
+        self._flops_per_token = self.backbone.flops_per_token()
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = WeightedMean()
         self.val_ppl = Perplexity()
@@ -145,7 +147,7 @@ class GPTModule(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         if datamodule is None:
             return None
-        return self.backbone.flops_per_token() * datamodule.batch_plan.micro_batch * self.config.block_size
+        return self._flops_per_token * datamodule.batch_plan.micro_batch * self.config.block_size
 
     def _backbone_hparams(self) -> dict[str, Any]:
         hparams = self.config.to_dict()
