@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -65,6 +66,28 @@ def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_trai
     moments = [c["optimizer_states"][0]["state"].values() for c in (a, b)]
     for x, y in zip(*moments, strict=True):
         torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)
+
+
+def test_a_new_run_in_a_used_run_directory_starts_afresh_without_ckpt_path(
+    compose_train, corpus, tmp_path, monkeypatch
+):
+    # Lightning's OnExceptionCheckpoint would turn ckpt_path=None into "last" and resume the old run
+    common = [
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=10",
+        "trainer.val_check_interval=10", f"paths.output_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    train(compose_train(*common))
+    assert checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 10
+    trained: list[int] = []
+    training_step = GPTModule.training_step
+    monkeypatch.setattr(
+        GPTModule, "training_step", lambda self, *args: trained.append(1) or training_step(self, *args)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(compose_train(*common))
+    assert len(trained) == 10  # all ten steps again, not none
+    assert not [w.message for w in caught if "ckpt_path" in str(w.message)]
 
 
 def start_training(tmp_path: Path, corpus: Path, *overrides: str) -> subprocess.Popen:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -17,17 +17,27 @@ class NonFiniteLossError(RuntimeError):
     """The training loss (or a weight about to be saved) is NaN or infinite."""
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
-    """Lightning's ``OnExceptionCheckpoint``, for interruptions only: SIGTERM (SLURM pre-emption, ``kill``)
-    and Ctrl-C write ``<dirpath>/<filename>.ckpt``, which ``ckpt_path=last`` resumes from when it is the
-    newest. Lightning stops at the end of the current batch on SIGTERM, so that checkpoint resumes
-    exactly. Errors save nothing (a failed step's state is not worth resuming), and neither does Ctrl-C
-    under several processes: the ranks would wait for each other at different points.
-    Lightning deletes the file when a later fit ends normally.
+class InterruptCheckpoint(L.Callback):
+    """A resumable checkpoint on interruptions: SIGTERM (SLURM pre-emption, ``kill``) and Ctrl-C write
+    ``<dirpath>/<filename>.ckpt``, which ``ckpt_path=last`` resumes from when it is the newest. Lightning
+    stops at the end of the current batch on SIGTERM, so that checkpoint resumes exactly. Errors save
+    nothing (a failed step's state is not worth resuming), and neither does Ctrl-C under several
+    processes: the ranks would wait for each other at different points. A later fit that ends normally
+    deletes the file.
+
+    Lightning's ``OnExceptionCheckpoint`` does the same, but its presence makes every ``fit`` without a
+    ``ckpt_path`` resume from the newest last checkpoint on disk (with two warnings that a model is
+    missing): a new run reusing a ``run_name`` would silently continue the old one. Here only
+    ``ckpt_path=last`` resumes.
     """
 
     def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
-        super().__init__(dirpath, filename)
+        self.dirpath = dirpath
+        self.filename = filename
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, f"{self.filename}.ckpt")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -36,11 +46,15 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         ctrl_c = isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1
         if not (sigterm or ctrl_c) or trainer.state.fn != TrainerFn.FITTING:
             return
-        super().on_exception(trainer, pl_module, exception)
+        trainer.save_checkpoint(self.ckpt_path)
         rank_zero_info(
             f"{'SIGTERM' if sigterm else 'Ctrl-C'} at step {trainer.global_step}: saved {self.ckpt_path}; "
             "resume with ckpt_path=last (same run directory) or ckpt_path=<that file>"
         )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # reached only when the stage ended normally: the interruption's checkpoint is spent
+        trainer.strategy.remove_checkpoint(self.ckpt_path)
 
 
 class FiniteLossGuard(L.Callback):
