@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gptlab.data.corpus import Preprocessing, TokenCache, build_token_cache, find_token_cache
 from gptlab.data.datasets import (
@@ -30,7 +30,32 @@ from gptlab.data.sampling import (
 from gptlab.data.tokenizers import Tokenizer
 
 
-class PretrainDataModule(L.LightningDataModule):
+class GlobalBatchDataModule(L.LightningDataModule):
+    """What gptlab's datamodules share: ``batch_size`` is the global batch (per optimizer step), cut over
+    the trainer's processes and accumulation steps, and one set of DataLoader settings."""
+
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+    @property
+    def batch_plan(self) -> BatchPlan:
+        """``batch_size`` cut over the attached trainer's processes and accumulation steps."""
+        return BatchPlan.from_trainer(self.batch_size, self.trainer)
+
+    def _make_loader(
+        self, dataset: Dataset, loader_class: type[DataLoader] = DataLoader, **batching: Any
+    ) -> DataLoader:
+        return loader_class(
+            dataset,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **batching,
+        )
+
+
+class PretrainDataModule(GlobalBatchDataModule):
     """Causal-LM data: a corpus split by position into train / val (/ test) token ranges.
 
     ``path`` is a file, directory, glob or a list of them (.txt, .jsonl, .csv, .tsv, optionally .gz;
@@ -99,11 +124,6 @@ class PretrainDataModule(L.LightningDataModule):
         return {"vocab_size": self.tokenizer.vocab_size, "tokenizer": self.tokenizer}
 
     @property
-    def batch_plan(self) -> BatchPlan:
-        """``batch_size`` cut over the attached trainer's processes and accumulation steps."""
-        return BatchPlan.from_trainer(self.batch_size, self.trainer)
-
-    @property
     def tokens_per_sample(self) -> int:
         return self.block_size
 
@@ -155,27 +175,22 @@ class PretrainDataModule(L.LightningDataModule):
             windows = TokenWindows(tokens, self.block_size, start, end, stride=stride)
         return windows
 
-    def _loader(self, dataset: TokenWindows, sampler, loader_class=DataLoader) -> DataLoader:
-        return loader_class(
-            dataset,
-            batch_size=self.batch_plan.micro_batch,
-            sampler=sampler,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(
+        self, split: str, sampler: Sampler, loader_class: type[DataLoader] = DataLoader
+    ) -> DataLoader:
+        return self._make_loader(
+            self.datasets[split], loader_class,
+            batch_size=self.batch_plan.micro_batch, sampler=sampler, collate_fn=keep_batch,
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         plan = self.batch_plan
         sampler = GlobalBatchSampler(len(self.datasets["train"]), self.steps_per_epoch, plan, self.seed)
-        return self._loader(self.datasets["train"], sampler, ResumableDataLoader)
+        return self._loader("train", sampler, ResumableDataLoader)
 
     def _eval_loader(self, split: str) -> DataLoader:
         plan = self.batch_plan
-        return self._loader(
-            self.datasets[split], ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size)
-        )
+        return self._loader(split, ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -188,7 +203,7 @@ EMPTY_TEXT = ("skip", "error")
 SPLITS = ("train", "val", "test")
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(GlobalBatchDataModule):
     """Texts with labels from CSV, TSV or JSONL files (optionally .gz; any of them a directory or glob).
 
     Give ``train_path`` and ``val_path`` (and ``test_path``), or one ``path`` that is split into train /
@@ -362,11 +377,6 @@ class ClassificationDataModule(L.LightningDataModule):
         return texts, labels
 
     @property
-    def batch_plan(self) -> BatchPlan:
-        """``batch_size`` cut over the attached trainer's processes and accumulation steps."""
-        return BatchPlan.from_trainer(self.batch_size, self.trainer)
-
-    @property
     def tokens_per_sample(self) -> None:
         return None  # texts vary in length
 
@@ -378,14 +388,7 @@ class ClassificationDataModule(L.LightningDataModule):
             dataset.lengths, self.batch_plan, shuffle=shuffle, seed=self.seed, bucket=self.bucket_by_length
         )
         loader_class = ResumableDataLoader if shuffle else DataLoader
-        return loader_class(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=pad_collate,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self._make_loader(dataset, loader_class, batch_sampler=sampler, collate_fn=pad_collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
