@@ -11,12 +11,19 @@ import pytest
 from gptlab import PROJECT_ROOT
 
 
+def run_smoke(script: str, tmp_path, timeout: int) -> tuple[str, dict]:
+    """Run ``benchmarks/<script>.py --smoke``; return its printed table and the JSON it wrote."""
+    out = tmp_path / f"{script}.json"
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / f"{script}.py"), "--smoke", "--out", str(out)],
+        check=True, timeout=timeout, capture_output=True, text=True,
+    )  # fmt: skip
+    return run.stdout, json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_data_pipeline_benchmark_smoke(tmp_path):
-    out = tmp_path / "data_pipeline.json"
-    script = PROJECT_ROOT / "benchmarks" / "data_pipeline.py"
-    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, timeout=180)
-    result = json.loads(out.read_text())
+    _, result = run_smoke("data_pipeline", tmp_path, timeout=180)
     assert result["encode_mb_per_s"] > 0 and result["bpe_fit_seconds"] > 0
     assert len(result["peak_rss_mb"]) == 3 and all(v > 0 for v in result["peak_rss_mb"].values())
     for row in result["preparation"]:
@@ -28,17 +35,9 @@ def test_data_pipeline_benchmark_smoke(tmp_path):
 
 
 def test_generation_speed_benchmark_smoke(tmp_path):
-    out = tmp_path / "generation_speed.json"
-    script = PROJECT_ROOT / "benchmarks" / "generation_speed.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(out)],
-        check=True,
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
-    assert "cache tok/s" in run.stdout  # the table
-    rows = json.loads(out.read_text())["results"]
+    table, result = run_smoke("generation_speed", tmp_path, timeout=120)
+    assert "cache tok/s" in table
+    rows = result["results"]
     assert {row["variant"] for row in rows} == {"gpt2", "modern"}
     for row in rows:
         assert row["uncached_tokens_per_s"] > 0 and row["cached_tokens_per_s"] > 0
@@ -47,14 +46,8 @@ def test_generation_speed_benchmark_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_train_speed_benchmark_smoke(tmp_path):
-    out = tmp_path / "train_speed.json"
-    script = PROJECT_ROOT / "benchmarks" / "train_speed.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(out)],
-        check=True, timeout=600, capture_output=True, text=True,
-    )  # fmt: skip
-    assert "same_optimizer" in run.stdout and "val loss" in run.stdout  # the tables
-    results = json.loads(out.read_text())
+    table, results = run_smoke("train_speed", tmp_path, timeout=600)
+    assert "same_optimizer" in table and "val loss" in table
     assert set(results) == {"same_optimizer", "default"}
     for result in results.values():
         assert result["trained_steps"] == 12
@@ -73,24 +66,16 @@ def test_train_speed_benchmark_smoke(tmp_path):
 
 
 def test_backbone_speed_benchmark_smoke(tmp_path):
-    out = tmp_path / "backbone_speed.json"
-    script = PROJECT_ROOT / "benchmarks" / "backbone_speed.py"
-    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, timeout=120)
-    result = json.loads(out.read_text())
+    _, result = run_smoke("backbone_speed", tmp_path, timeout=120)
     assert result["model"] == "smoke" and result["fwd_bwd_ms"] > 0
     tokens_per_s = result["batch_size"] * result["block_size"] / result["fwd_bwd_ms"] * 1e3
     assert result["tokens_per_s"] == pytest.approx(tokens_per_s, rel=1e-3, abs=1)  # both are rounded
 
 
 def test_presets_benchmark_smoke(tmp_path):
-    out = tmp_path / "presets.json"
-    script = PROJECT_ROOT / "benchmarks" / "presets.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(out)],
-        check=True, timeout=180, capture_output=True, text=True,
-    )  # fmt: skip
-    assert "fwd+bwd tokens/s" in run.stdout  # the table
-    rows = {row["preset"]: row for row in json.loads(out.read_text())["rows"]}
+    table, result = run_smoke("presets", tmp_path, timeout=180)
+    assert "fwd+bwd tokens/s" in table
+    rows = {row["preset"]: row for row in result["rows"]}
     assert set(rows) == {"char (default)", "modern", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "smoke"}
     # counted from the composed configs: GPT-2's sizes as Hugging Face counts them (unpadded vocabulary)
     assert rows["gpt2"]["parameters_unpadded"] == 124_439_808
