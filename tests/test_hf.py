@@ -149,10 +149,11 @@ def test_padding_rows_of_the_embedding_are_zero_and_never_scored(hf_dir):
 
 
 def test_hparams_hold_the_full_config_and_the_checkpoint_outlives_the_directory(hf_dir, tmp_path):
-    backbone = {"block_size": 64, "n_layer": 9, "dropout": 0.1}
+    backbone = {"block_size": 64, "n_layer": 9, "dropout": 0.1, "attention_fp32": True}
     model = GPTModule(100, backbone, functools.partial(torch.optim.AdamW), pretrained_hf=hf_dir)
     assert model.hparams["backbone"]["n_layer"] == 2  # the checkpoint's, not the config's 9
-    assert model.hparams["backbone"]["dropout"] == 0.1  # the run's choice
+    assert model.hparams["backbone"]["dropout"] == 0.1  # the run's choices
+    assert model.hparams["backbone"]["attention_fp32"] and model.backbone.blocks[0].attn.attention_fp32
     assert "pretrained_hf" not in model.hparams
     checkpoint = fit_one_step(model, tmp_path / "lm.ckpt")
     shutil.rmtree(hf_dir)

@@ -238,6 +238,10 @@ def fit_to_backbone(state: Mapping[str, torch.Tensor], config: GPTConfig) -> dic
     return fitted
 
 
+# backbone settings that change how a run trains or computes, not the weights' shapes or meaning
+RUN_CHOICES = ("dropout", "pad_vocab_to_multiple", "attention_fp32")
+
+
 def load_hf_gpt2(
     directory: str | os.PathLike,
     vocab_size: int | None = None,
@@ -246,8 +250,8 @@ def load_hf_gpt2(
     """The GPT-2 in ``directory`` as (GPTConfig keyword arguments, state dict for ``GPT``).
 
     The shapes are the checkpoint's; ``backbone`` may choose ``block_size`` (at most the checkpoint's
-    ``n_positions``: learned positions are a prefix), ``dropout`` and ``pad_vocab_to_multiple``, and
-    its other settings are replaced. ``vocab_size`` (the tokenizer's; default: the checkpoint's) may be
+    ``n_positions``: learned positions are a prefix) and the settings in ``RUN_CHOICES``, and its other
+    settings are replaced. ``vocab_size`` (the tokenizer's; default: the checkpoint's) may be
     smaller than the checkpoint's embedding, whose first rows are then kept.
     """
     saved = read_hf_config(directory)
@@ -268,7 +272,7 @@ def load_hf_gpt2(
         **saved,
         "vocab_size": vocab_size,
         "block_size": block_size,
-        **{key: chosen[key] for key in ("dropout", "pad_vocab_to_multiple") if key in chosen},
+        **{key: chosen[key] for key in RUN_CHOICES if key in chosen},
     }
     replaced = [
         f"{key}={chosen[key]}->{config[key]}"
