@@ -99,6 +99,18 @@ def test_cache_is_reused_and_rebuilt_when_the_corpus_changes(corpus, tmp_path):
     assert "Z" in changed.tokenizer().chars
 
 
+def test_the_token_cache_is_reported_once_per_corpus(corpus, tmp_path, monkeypatch):
+    reported: list[str] = []
+    monkeypatch.setattr("gptlab.data.datamodules.rank_zero_info", reported.append)
+    dm = make_datamodule(corpus, tmp_path)  # prepare_data, as train() does
+    dm.prepare_data()  # and again, as Lightning does for fit and for test
+    dm.prepare_data()
+    assert len(reported) == 1 and reported[0].startswith("token cache: ")
+    corpus.write_text(corpus.read_text(encoding="utf-8") + "more\n", encoding="utf-8")
+    dm.prepare_data()  # a changed corpus is a new cache, reported too
+    assert len(reported) == 2 and reported[1] != reported[0]
+
+
 def test_cache_stores_uint16_tokens_that_decode_to_the_corpus(corpus, tmp_path):
     cache = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache")
     tokens = cache.tokens()

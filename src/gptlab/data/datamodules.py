@@ -118,6 +118,7 @@ class PretrainDataModule(GlobalBatchDataModule):
         }
         self.num_proc = num_proc
         self.datasets: dict[str, TokenWindows] = {}
+        self._reported_cache: str | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the model must be built with to fit this data (call after ``setup``)."""
@@ -131,6 +132,9 @@ class PretrainDataModule(GlobalBatchDataModule):
         cache = build_token_cache(
             self.path, self.requested_tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
         )
+        if str(cache.directory) == self._reported_cache:
+            return  # Lightning calls prepare_data again for each stage; say it once
+        self._reported_cache = str(cache.directory)
         meta = cache.meta
         rank_zero_info(
             f"token cache: {cache.directory} ({meta['num_tokens']:,} tokens from {meta['documents']:,} "
