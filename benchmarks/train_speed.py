@@ -12,6 +12,7 @@ compute the same thing. The other variants differ from the plain loop only by th
     python benchmarks/train_speed.py                 # every variant, steps 50-300
     python benchmarks/train_speed.py --variants same_optimizer --steps 600
     python benchmarks/train_speed.py --variants fast --steps 2000 --ranges 50-300 0-2000
+    python benchmarks/train_speed.py --variants compile --matched  # Lightning's overhead at compile
     python benchmarks/train_speed.py --smoke         # a few steps, for the test suite
 """
 
@@ -143,15 +144,17 @@ def timing(lightning_ms: list[float], plain_ms: list[float], first: int, last: i
     }
 
 
-def measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], threads: int) -> dict:
+def measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], threads: int,
+            matched: bool = False) -> dict:  # fmt: skip
     """Median ms/step and tokens/s of one Lightning run and its interleaved plain loop over each range
-    of steps, and both models' val loss at the end."""
+    of steps, and both models' val loss at the end. ``matched``: the plain loop takes the run's own
+    optimizer settings and compile, so the ratio is Lightning's overhead at that configuration."""
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-", ignore_cleanup_errors=True) as out_dir:
-        return _measure(overrides, steps, ranges, threads, out_dir)
+        return _measure(overrides, steps, ranges, threads, matched, out_dir)
 
 
 def _measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], threads: int,
-             out_dir: str) -> dict:  # fmt: skip
+             matched: bool, out_dir: str) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     # a variant may name its own experiment (one built on shakespeare_char)
     own_experiment = any(o.startswith("experiment=") for o in overrides)
@@ -177,8 +180,10 @@ def _measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], th
     settings = cfg.model.optimizer
     optimizer = torch.optim.AdamW(
         weight_decay_groups(plain_model), lr=settings.lr, betas=tuple(settings.betas),
-        weight_decay=settings.weight_decay,
+        weight_decay=settings.weight_decay, **({"fused": settings.get("fused")} if matched else {}),
     )  # fmt: skip
+    if matched and cfg.model.get("compile"):
+        plain_model.backbone.compile()
     scheduler = instantiate(cfg.model.scheduler)(optimizer)
     train = datamodule.datasets["train"]
     plain = PlainLoop(
@@ -203,6 +208,7 @@ def _measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], th
     return {
         "overrides": overrides,
         "threads": threads,
+        "plain_matched": matched,
         "trained_steps": len(timer.plain_ms),
         **timings[f"{ranges[0][0]}-{ranges[0][1]}"],  # the first range, at the top level
         "ranges": timings,
@@ -243,6 +249,11 @@ def main() -> None:
         help="step ranges to report, e.g. 50-300 0-2000 (default: SKIP-STEPS)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--matched", action="store_true",
+        help="the plain loop takes each run's optimizer settings and compile (not its precision): "
+        "the ratio is then Lightning's own overhead at that configuration",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="a few steps of one variant (for tests)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = parser.parse_args()
@@ -257,8 +268,12 @@ def main() -> None:
 
     # smoke: the val loss on 48 evenly spaced windows instead of all ~1,700
     overrides = [*args.overrides, *(["data.max_eval_windows=48"] if args.smoke else [])]
-    results = {name: measure(VARIANTS[name] + overrides, steps, ranges, args.threads) for name in variants}
-    print(f"\n{args.threads} threads; plain = nanoGPT-style loop (default AdamW, no compile, fp32)")
+    results = {
+        name: measure(VARIANTS[name] + overrides, steps, ranges, args.threads, args.matched)
+        for name in variants
+    }
+    plain = "the run's optimizer and compile" if args.matched else "default AdamW, no compile"
+    print(f"\n{args.threads} threads; plain = nanoGPT-style loop ({plain}, fp32)")
     for first, last in ranges:
         print(f"\nsteps {first}-{last}: median ms/step, tokens/s; total = wall time of the range")
         print(

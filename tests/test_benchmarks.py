@@ -11,11 +11,12 @@ import pytest
 from gptlab import PROJECT_ROOT
 
 
-def run_smoke(script: str, tmp_path, timeout: int) -> tuple[str, dict]:
+def run_smoke(script: str, tmp_path, timeout: int, *options: str) -> tuple[str, dict]:
     """Run ``benchmarks/<script>.py --smoke``; return its printed table and the JSON it wrote."""
     out = tmp_path / f"{script}.json"
+    script_path = PROJECT_ROOT / "benchmarks" / f"{script}.py"
     run = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / f"{script}.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(script_path), "--smoke", "--out", str(out), *options],
         check=True, timeout=timeout, capture_output=True, text=True,
     )  # fmt: skip
     return run.stdout, json.loads(out.read_text())
@@ -63,6 +64,17 @@ def test_train_speed_benchmark_smoke(tmp_path):
     same, fused = results["same_optimizer"], results["default"]
     assert same["lightning_val_loss"] == pytest.approx(same["plain_val_loss"], abs=1e-4)
     assert fused["parameters_differ"]
+    assert not fused["plain_matched"]
+
+
+@pytest.mark.slow
+def test_train_speed_benchmark_with_a_matched_plain_loop(tmp_path):
+    table, results = run_smoke("train_speed", tmp_path, 600, "--matched")
+    assert "the run's optimizer and compile" in table
+    # the plain loop now takes the run's fused AdamW too: both paths compute the same model again
+    fused = results["default"]
+    assert fused["plain_matched"] and fused["same_batches"]
+    assert fused["lightning_val_loss"] == pytest.approx(fused["plain_val_loss"], abs=1e-4)
 
 
 def test_backbone_speed_benchmark_smoke(tmp_path):
