@@ -54,8 +54,8 @@ class TokenWindows(Dataset):
 
     def _gather(self, indices: Sequence[int]) -> torch.Tensor:
         offsets = self.start + np.asarray(indices, dtype=np.int64) * self.stride
-        # One fancy-indexing read on a plain ndarray view: slicing the memmap window by window made a
-        # memmap object per window (0.19 ms a batch of 12 in a training loop, against 0.03 ms).
+        # One fancy-indexing read on a plain ndarray view: slicing the memmap window by window built a
+        # memmap object per window (0.19 ms for a batch of 12 inside a training loop; 0.14 ms this way).
         windows = np.asarray(self.tokens)[offsets[:, None] + self._positions]
         return torch.from_numpy(windows.astype(np.int64))
 
