@@ -46,7 +46,7 @@ GPT2_VOCAB = 50257
 
 def char_vocab_size() -> int:
     """The default run's vocabulary: the characters of data/shakespeare_char.txt + <|endoftext|> (75)."""
-    from gptlab.data.tokenizers import CharTokenizer
+    from gptlab.tokenization.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer()
     tokenizer.fit([(PROJECT_ROOT / "data" / "shakespeare_char.txt").read_text(encoding="utf-8")])
@@ -74,7 +74,7 @@ SKIP_REASONS = {
 
 def backbone_of(overrides: list[str]) -> dict:
     """model.backbone as `gptlab-train <overrides>` composes it."""
-    from gptlab.utils import compose_config  # Hydra only where configs are read
+    from gptlab.run.hydra import compose_config  # Hydra only where configs are read
 
     cfg = compose_config(*overrides)
     return {key: value for key, value in cfg.model.backbone.items()}

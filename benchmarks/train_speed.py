@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 
 from gptlab import PROJECT_ROOT
 from gptlab.models.optim import weight_decay_groups
-from gptlab.utils import compose_config, instantiate_group
+from gptlab.run.hydra import compose_config, instantiate_group
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 # name -> overrides of the Lightning run

@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 from omegaconf import DictConfig
 
-from gptlab import utils
+from gptlab.run import hydra as run_hydra
 
 ENGLISH = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -50,7 +50,7 @@ def compose_config(out_dir: Path, *overrides: str, **options) -> DictConfig:
         f"paths.log_dir={out_dir / 'logs'}",
         f"paths.cache_dir={out_dir / 'cache'}",
     ]
-    return utils.compose_config(*paths, *overrides, **options)
+    return run_hydra.compose_config(*paths, *overrides, **options)
 
 
 @pytest.fixture

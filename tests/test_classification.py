@@ -16,10 +16,10 @@ from gptlab.data.datamodules import ClassificationDataModule, stratified_split
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler
-from gptlab.data.tokenizers import CharTokenizer, UnknownCharactersError
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.heads import ClassificationHead
 from gptlab.models.module import GPTModule
+from gptlab.tokenization.tokenizers import CharTokenizer, UnknownCharactersError
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 from tests.test_model import BACKBONE

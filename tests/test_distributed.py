@@ -17,8 +17,8 @@ from omegaconf import open_dict
 
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler, GlobalBatchSampler, ShardSampler
 from gptlab.models.module import GPTModule
+from gptlab.run.hydra import SweepSetupError, refuse_script_launcher_in_sweep
 from gptlab.train import train
-from gptlab.utils import SweepSetupError, refuse_script_launcher_in_sweep
 from tests.conftest import TINY_OVERRIDES
 
 QUIET = ["callbacks.text_sampler=null", "callbacks.throughput=null", "test=false"]
@@ -99,7 +99,7 @@ def test_multirun_with_the_script_launcher_stops_at_once(compose_train, corpus, 
 
     trainer = type("FakeTrainer", (), {})()
     trainer.strategy = type("FakeStrategy", (), {"launcher": object.__new__(_SubprocessScriptLauncher)})()
-    monkeypatch.setattr("gptlab.utils.in_multirun", lambda: True)
+    monkeypatch.setattr("gptlab.run.hydra.in_multirun", lambda: True)
     with pytest.raises(SweepSetupError, match="trainer=ddp_spawn .*trainer=ddp_sim"):
         refuse_script_launcher_in_sweep(trainer)
 

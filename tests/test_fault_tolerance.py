@@ -15,10 +15,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gptlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
-from gptlab.checkpoint_io import AtomicCheckpointIO
 from gptlab.models.module import GPTModule
-from gptlab.run_dir import run_directory
+from gptlab.run.dirs import run_directory
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 

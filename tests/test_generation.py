@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptlab.data.tokenizers import CharTokenizer
 from gptlab.models.generation import KVCache, sample
 from gptlab.models.module import GPTModule
+from gptlab.tokenization.tokenizers import CharTokenizer
 
 BLOCK = 16
 MODERN = {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 1}

@@ -17,16 +17,16 @@ import torch
 from omegaconf.errors import MissingMandatoryValue
 from torch.utils.data import DataLoader
 
-from gptlab.data.hf_tokenizer import hf_tokenizer_files
-from gptlab.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.export import export
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.export_formats import export_hf, export_safetensors, load_safetensors
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.hf import HFCheckpointError, load_hf_gpt2
 from gptlab.models.module import GPTModule, read_checkpoint
+from gptlab.run.hydra import compose_config
+from gptlab.tokenization.hf_files import hf_tokenizer_files
+from gptlab.tokenization.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.train import train
-from gptlab.utils import compose_config
 from tests.conftest import TINY_OVERRIDES
 
 transformers = pytest.importorskip("transformers")

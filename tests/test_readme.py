@@ -41,7 +41,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR, PROJECT_ROOT
-from gptlab.utils import compose_config
+from gptlab.run.hydra import compose_config
 from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES
 
 READMES = [

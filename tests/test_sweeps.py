@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gptlab.utils import require_sweep_plugins
+from gptlab.run.hydra import require_sweep_plugins
 from tests.conftest import TINY_OVERRIDES, latest
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ def test_optuna_sweep_with_two_trials(tmp_path, corpus):
 
 
 def test_asking_for_optuna_without_the_plugin_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("gptlab.utils.find_spec", lambda name: None)
+    monkeypatch.setattr("gptlab.run.hydra.find_spec", lambda name: None)
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[sweep\]'"):
         require_sweep_plugins(["-m", "hparams_search=shakespeare_optuna"])
     require_sweep_plugins(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing

@@ -15,10 +15,10 @@ from tokenizers import normalizers, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 
 from gptlab import PROJECT_ROOT
-from gptlab.data import fast_bpe
-from gptlab.data.fast_bpe import BYTE_OF_SYMBOL, NoTwinError, hf_encode_batch, mergeable_ranks, twin
-from gptlab.data.hf_tokenizer import byte_symbols
-from gptlab.data.tokenizers import (
+from gptlab.tokenization import fast_bpe
+from gptlab.tokenization.fast_bpe import BYTE_OF_SYMBOL, NoTwinError, hf_encode_batch, mergeable_ranks, twin
+from gptlab.tokenization.hf_files import byte_symbols
+from gptlab.tokenization.tokenizers import (
     END_OF_TEXT,
     BPETokenizer,
     ByteTokenizer,
@@ -488,7 +488,7 @@ UNREACHABLE = (["el", "he", "hel"], [("e", "l"), ("h", "e"), ("he", "l")])
 def test_vocabulary_tiktoken_cannot_express_falls_back_to_hf(tmp_path, caplog):
     # Ids out of merge order: HF ranks merges by their line, tiktoken would rank them by id.
     tokenizer = GPT2Tokenizer(str(write_tiny(tmp_path / "a", "hf", swapped_ids_vocab())))
-    with caplog.at_level(logging.WARNING, logger="gptlab.data.fast_bpe"):
+    with caplog.at_level(logging.WARNING, logger="gptlab.tokenization.fast_bpe"):
         assert tokenizer.encoder.backend == "hf"
     assert "ids do not follow the merge order" in caplog.text and "gptlab-gpt2" in caplog.text
     assert tokenizer.encode("hello") == [259]  # still HF's ids

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gptlab.run_dir import run_directory
+from gptlab.run.dirs import run_directory
 
 __version__ = "0.1.0"
 

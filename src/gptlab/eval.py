@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.models.module import GPTModule
-from gptlab.utils import check_config_dir, instantiate_group, log_config
+from gptlab.run.hydra import check_config_dir, instantiate_group
+from gptlab.run.record import log_config
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

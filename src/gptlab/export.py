@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from gptlab.models.export_formats import export_hf, export_safetensors
 from gptlab.models.module import GPTModule
-from gptlab.utils import check_config_dir
+from gptlab.run.hydra import check_config_dir
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from gptlab.models.module import GPTModule
-from gptlab.utils import check_config_dir
+from gptlab.run.hydra import check_config_dir
 
 
 def generate(cfg: DictConfig) -> list[str]:

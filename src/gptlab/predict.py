@@ -19,7 +19,7 @@ from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.module import GPTModule
-from gptlab.utils import check_config_dir
+from gptlab.run.hydra import check_config_dir
 
 log = logging.getLogger(__name__)
 

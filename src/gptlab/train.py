@@ -17,20 +17,19 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.data.hf_tokenizer import tokenizer_for_hf_model
 from gptlab.data.sampling import BatchPlan
-from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.module import checkpoint_tokenizer
-from gptlab.run_dir import newest_resumable_checkpoint
-from gptlab.utils import (
+from gptlab.run.dirs import newest_resumable_checkpoint
+from gptlab.run.hydra import (
     check_config_dir,
     instantiate_group,
-    log_config,
-    record_run,
     refuse_script_launcher_in_sweep,
     require_sweep_plugins,
     run_task,
 )
+from gptlab.run.record import log_config, record_run
+from gptlab.tokenization.hf_files import tokenizer_for_hf_model
+from gptlab.tokenization.tokenizers import Tokenizer
 
 
 def train(cfg: DictConfig) -> float | None:

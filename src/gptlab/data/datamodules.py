@@ -27,7 +27,7 @@ from gptlab.data.sampling import (
     ResumableDataLoader,
     ShardSampler,
 )
-from gptlab.data.tokenizers import Tokenizer
+from gptlab.tokenization.tokenizers import Tokenizer
 
 
 class GlobalBatchDataModule(L.LightningDataModule):

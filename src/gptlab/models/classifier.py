@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.gpt import GPTConfig
 from gptlab.models.heads import ClassificationHead
 from gptlab.models.module import (
@@ -22,6 +21,7 @@ from gptlab.models.module import (
     read_checkpoint,
 )
 from gptlab.models.optim import layerwise_lr_groups
+from gptlab.tokenization.tokenizers import Tokenizer
 
 Batch = Mapping[str, torch.Tensor]
 # Backbone settings a fine-tuning run may choose for itself; every other one must be the checkpoint's.

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 
-from gptlab.data.hf_tokenizer import hf_tokenizer_files
-from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.hf import save_hf_gpt2
 from gptlab.models.module import GPTModule
+from gptlab.tokenization.hf_files import hf_tokenizer_files
+from gptlab.tokenization.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, Metric
 
-from gptlab.data.tokenizers import Tokenizer
 from gptlab.models.generation import KVCache, sample
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
 from gptlab.models.hf import load_hf_gpt2
 from gptlab.models.optim import apply_lr_scales, weight_decay_groups
+from gptlab.tokenization.tokenizers import Tokenizer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]

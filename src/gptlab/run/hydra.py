@@ -1,13 +1,11 @@
-"""Small helpers shared by the entry points."""
+"""Hydra helpers shared by the entry points: the config directory, composing, instantiating groups, sweeps."""
 
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from importlib.util import find_spec
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -15,15 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from rich.console import Console
-from rich.syntax import Syntax
-from rich.tree import Tree
+from omegaconf import DictConfig, open_dict
 
-from gptlab import CONFIG_DIR, PROJECT_ROOT
+from gptlab import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +38,6 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def log_config(cfg: DictConfig, loggers: list[Logger], **extra: dict) -> None:
-    """Record the whole resolved config, and ``extra`` groups of values, as the run's hyperparameters."""
-    params = OmegaConf.to_container(cfg, resolve=True) | extra
-    for logger in loggers:
-        logger.log_hyperparams(params)
-
-
 def compose_config(*overrides: str, config_name: str = "train", keep_hydra: bool = False) -> DictConfig:
     """Compose a config from Python (tests, notebooks, benchmarks) as a command line would.
 
@@ -67,47 +53,6 @@ def compose_config(*overrides: str, config_name: str = "train", keep_hydra: bool
         with open_dict(cfg):
             del cfg.hydra  # a task function never sees the hydra node
     return cfg
-
-
-def git_commit(directory: str | Path) -> str | None:
-    """The commit of the code being run (with ``-dirty`` when the tree has changes), if in a git checkout."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}-dirty" if dirty else head
-
-
-def record_run(cfg: DictConfig) -> None:
-    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir.
-    A resumed run keeps the configs of the earlier sessions of the run as config_resolved.<n>.yaml."""
-    with open_dict(cfg):
-        cfg.git_commit = git_commit(PROJECT_ROOT)
-    if rank_zero_only.rank == 0:
-        output_dir = Path(cfg.paths.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        record = output_dir / "config_resolved.yaml"
-        if record.exists():
-            sessions = len(list(output_dir.glob("config_resolved*")))
-            record.rename(output_dir / f"config_resolved.{sessions}.yaml")
-        record.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tree = Tree("config", guide_style="dim")
-        for key, value in cfg.items():
-            branch = tree.add(f"[bold]{key}")
-            text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig | ListConfig) else str(value)
-            branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
-        Console().print(tree)
 
 
 class SweepSetupError(RuntimeError):

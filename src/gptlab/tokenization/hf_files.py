@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tokenizers as hf
 
-from gptlab.data.tokenizers import (
+from gptlab.tokenization.tokenizers import (
     END_OF_TEXT,
     GPT2_LAYOUTS,
     NUM_BYTES,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import tokenizers as hf
 
-from gptlab.data.fast_bpe import BPEEncoder
+from gptlab.tokenization.fast_bpe import BPEEncoder
 
 END_OF_TEXT = "<|endoftext|>"
 NUM_BYTES = 256

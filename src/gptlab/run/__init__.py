@@ -1,0 +1,1 @@
+"""Running an entry point: Hydra helpers, run directories and the recorded config."""

@@ -1,0 +1,1 @@
+"""Tokenizers: the Tokenizer interface, each kind, and GPT-2/Hugging Face vocabulary files."""
