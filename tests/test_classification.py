@@ -19,7 +19,7 @@ from gptlab.data.sampling import BatchPlan, BucketBatchSampler
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.heads import ClassificationHead
 from gptlab.models.module import GPTModule
-from gptlab.tokenization.tokenizers import CharTokenizer, UnknownCharactersError
+from gptlab.tokenization import CharTokenizer, UnknownCharactersError
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 from tests.test_model import BACKBONE

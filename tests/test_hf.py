@@ -24,8 +24,8 @@ from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.hf import HFCheckpointError, load_hf_gpt2
 from gptlab.models.module import GPTModule, read_checkpoint
 from gptlab.run.hydra import compose_config
+from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.tokenization.hf_files import hf_tokenizer_files
-from gptlab.tokenization.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.data.sampling import BatchPlan
-from gptlab.models.module import checkpoint_tokenizer
+from gptlab.models.module import read_checkpoint
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     check_config_dir,
@@ -28,8 +28,7 @@ from gptlab.run.hydra import (
     run_task,
 )
 from gptlab.run.record import log_config, record_run
-from gptlab.tokenization.hf_files import tokenizer_for_hf_model
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, checkpoint_tokenizer, tokenizer_for_hf_model
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -101,7 +100,7 @@ def build_tokenizer(cfg: DictConfig) -> Tokenizer:
     pretrained = cfg.model.get("pretrained")
     if not pretrained:
         return instantiate(cfg.tokenizer)
-    tokenizer = checkpoint_tokenizer(pretrained)
+    tokenizer = checkpoint_tokenizer(read_checkpoint(pretrained), f"checkpoint '{pretrained}'")
     rank_zero_info(
         f"tokenizer: {tokenizer.kind} ({tokenizer.vocab_size} tokens) from {pretrained}; "
         "the tokenizer config is not used"

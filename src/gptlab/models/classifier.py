@@ -13,15 +13,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from gptlab.models.gpt import GPTConfig
 from gptlab.models.heads import ClassificationHead
-from gptlab.models.module import (
-    GPTModule,
-    OptimizerFactory,
-    SchedulerFactory,
-    check_same_tokenizer,
-    read_checkpoint,
-)
+from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, read_checkpoint
 from gptlab.models.optim import layerwise_lr_groups
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
 Batch = Mapping[str, torch.Tensor]
 # Backbone settings a fine-tuning run may choose for itself; every other one must be the checkpoint's.

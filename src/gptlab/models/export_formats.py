@@ -14,8 +14,8 @@ from safetensors.torch import load_model, save_model
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.hf import save_hf_gpt2
 from gptlab.models.module import GPTModule
+from gptlab.tokenization import Tokenizer
 from gptlab.tokenization.hf_files import hf_tokenizer_files
-from gptlab.tokenization.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
 from gptlab.models.hf import load_hf_gpt2
 from gptlab.models.optim import apply_lr_scales, weight_decay_groups
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -61,30 +61,6 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
             "(runs keep them in logs/train/runs/<time>/checkpoints/)"
         )
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """The tokenizer a checkpoint was trained with."""
-    checkpoint = read_checkpoint(path)
-    if "tokenizer" not in checkpoint:
-        raise ValueError(f"checkpoint '{path}' holds no tokenizer; it was not written by gptlab")
-    return Tokenizer.from_json(checkpoint["tokenizer"])
-
-
-def check_same_tokenizer(expected: Tokenizer, found: Tokenizer, found_where: str, hint: str) -> None:
-    """Refuse token ids that would mean different things to the model and to the data."""
-    if expected.to_json() == found.to_json():
-        return
-
-    def describe(tokenizer: Tokenizer) -> str:
-        return f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"
-
-    same = describe(expected) == describe(found)
-    raise ValueError(
-        f"{found_where} has a different tokenizer ({describe(found)}) from the one this run was "
-        f"configured with ({describe(expected)}{'; same size, different vocabulary' if same else ''}); "
-        f"{hint}"
-    )
 
 
 class GPTModule(L.LightningModule):
