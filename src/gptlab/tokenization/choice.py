@@ -57,14 +57,12 @@ def tokenizer_for_hf_model(directory: str | os.PathLike, configured: Callable[[]
 
 def run_tokenizer(
     configured: Callable[[], Tokenizer],
-    pretrained: Mapping[str, Any] | None = None,
-    pretrained_where: str = "the pretrained checkpoint",
+    pretrained: Tokenizer | None = None,
     pretrained_hf: str | os.PathLike | None = None,
 ) -> Tokenizer:
-    """The tokenizer a run encodes its data with: a fine-tune's pretrained checkpoint's (its contents,
-    ``pretrained``), a Hugging Face GPT-2's (``pretrained_hf``), else ``configured()``."""
+    """The tokenizer a run encodes its data with, so that ids mean to the data what they mean to the
+    backbone: a Hugging Face GPT-2's (``pretrained_hf``, see :func:`tokenizer_for_hf_model`), a
+    fine-tune's pretrained checkpoint's (``pretrained``), else ``configured()``."""
     if pretrained_hf:
         return tokenizer_for_hf_model(pretrained_hf, configured)
-    if pretrained is None:
-        return configured()
-    return checkpoint_tokenizer(pretrained, pretrained_where)
+    return configured() if pretrained is None else pretrained
