@@ -9,13 +9,13 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """Return ``cfg.num_samples`` continuations of ``cfg.prompt`` (prompt included)."""
-    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     top_k = cfg.top_k if cfg.top_k and cfg.top_k > 0 else None
     return [

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> Path:
     """Write ``cfg.output``: for every input row its line, the predicted label and each class's
     probability (``p_<label>``); return the output path."""
-    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "
