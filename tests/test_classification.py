@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from gptlab.data.datamodules import ClassificationDataModule, stratified_split
+from gptlab.data.classification import ClassificationDataModule, stratified_split
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler
