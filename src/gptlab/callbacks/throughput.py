@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ThroughputMonitor
 
+from gptlab.run.lightning_private import set_peak_flops
+
 
 def batch_size(batch: Any) -> int:
     """Samples in a gptlab batch: ``(inputs, targets)`` windows or a classification mapping."""
@@ -35,6 +37,4 @@ class GPTThroughputMonitor(ThroughputMonitor):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if self.peak_flops:
-            self.available_flops = int(self.peak_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.available_flops
+            set_peak_flops(self, int(self.peak_flops))
