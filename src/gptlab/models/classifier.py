@@ -122,6 +122,9 @@ class GPTClassifier(GPTModule):
         """Padded token ids and their mask (B, T) -> class logits (B, classes)."""
         return self.head(self.backbone(input_ids), attention_mask)
 
+    def sequence_lengths(self, batch: Batch) -> torch.Tensor:
+        return batch["attention_mask"].sum(1)
+
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.backbone(batch["input_ids"])
         logits = self.head(hidden, batch["attention_mask"])
