@@ -109,7 +109,8 @@ class GPTClassifier(GPTModule):
         self.val_acc_best = MaxMetric()
         self.test_acc = MulticlassAccuracy(**metrics, average="micro")
         self.test_f1 = MulticlassF1Score(**metrics, average="macro")
-        # Read and reset by gptlab.callbacks.confusion_matrix after each validation and test.
+        # Reset here at the start of each validation and test; gptlab.callbacks.confusion_matrix reads
+        # them at its end.
         self.val_confmat = MulticlassConfusionMatrix(**metrics)
         self.test_confmat = MulticlassConfusionMatrix(**metrics)
 

@@ -53,7 +53,7 @@ class GPTConfig:
     # approximation GPT-2 was trained with ("gelu_new" in Hugging Face), which imported weights need.
     gelu_approximate: GeluApproximation = "none"
     # Run the attention call in float32 even under bf16/fp16 autocast: on CPUs, bf16 attention's
-    # backward is 9-11x slower than fp32's. Leave off on GPUs, where flash attention wants bf16.
+    # backward is much slower than fp32's. Leave off on GPUs, where flash attention wants bf16.
     attention_fp32: bool = False
 
     def __post_init__(self) -> None:
@@ -145,8 +145,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=past == 0,
             # Grouped-query attention: each key/value head serves n_head / n_kv_head query heads. SDPA
-            # shares them itself (torch >= 2.5): a decode step's attention ran 3x faster than after
-            # copying them with repeat_interleave.
+            # shares them itself (torch >= 2.5), faster than copying them with repeat_interleave.
             enable_gqa=self.n_kv_head != self.n_head,
         )
         if self.attention_fp32:

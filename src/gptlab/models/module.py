@@ -187,7 +187,7 @@ class GPTModule(L.LightningModule):
         return loss
 
     def logs_this_step(self, batch_idx: int) -> bool:
-        """Logging forces a host sync and costs ~0.3 ms a call, so training metrics report the mean of the
+        """Logging forces a host sync on every call, so training metrics report the mean of the
         last ``log_every_n_steps`` steps, on the last micro-batch of the steps the Trainer writes out."""
         trainer = self.trainer
         if trainer.fast_dev_run:
