@@ -24,7 +24,7 @@ from gptlab.run.hydra import (
     check_config_dir,
     instantiate_group,
     refuse_script_launcher_in_sweep,
-    require_sweep_plugins,
+    require_optional_packages,
     run_task,
 )
 from gptlab.run.record import log_config, record_run
@@ -130,7 +130,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    require_sweep_plugins(sys.argv[1:])
+    require_optional_packages(sys.argv[1:])
     try:
         hydra_main()
     except SIGTERMException:
