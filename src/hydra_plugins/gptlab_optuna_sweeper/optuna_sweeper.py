@@ -96,12 +96,16 @@ class OptunaSweeper(Sweeper):
             f"({again} of them again, as they were interrupted or failed)"
         )
         failed = ran = 0
+        self._grid_done = False
         while todo > 0:
             trials = [study.ask() for _ in range(min(self.n_jobs, todo))]
             for trial, job in zip(trials, self._launch(trials, space), strict=True):
                 failed += self._tell(study, trial, job) == TrialState.FAIL
             ran += len(trials)
             todo -= len(trials)
+            if self._grid_done:
+                log.info(f"the grid sampler has run every combination ({ran} trials in this session)")
+                break
             if failed / ran > self.max_failure_rate:
                 raise RuntimeError(
                     f"{failed} of {ran} trials failed, more than hydra.sweeper.max_failure_rate="
@@ -150,14 +154,21 @@ class OptunaSweeper(Sweeper):
                 start = end
         return returns
 
-    @staticmethod
-    def _tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> TrialState:
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> TrialState:
         value: Any = job._return_value  # a failed job's exception, read without raising it
         if job.status == JobStatus.COMPLETED and isinstance(value, int | float) and math.isfinite(value):
-            study.tell(trial, float(value))
-            return TrialState.COMPLETE
-        state = TrialState.PRUNED if isinstance(value, optuna.TrialPruned) else TrialState.FAIL
-        study.tell(trial, state=state)
+            state, values = TrialState.COMPLETE, float(value)
+        else:
+            state = TrialState.PRUNED if isinstance(value, optuna.TrialPruned) else TrialState.FAIL
+            values = None
+        try:
+            study.tell(trial, values, state=state)
+        except RuntimeError:
+            # The grid sampler calls study.stop() once its grid is done, which only study.optimize() allows;
+            # the trial is recorded before that.
+            if not isinstance(study.sampler, optuna.samplers.GridSampler):
+                raise
+            self._grid_done = True
         return state
 
     def _report(self, study: optuna.Study) -> None:
