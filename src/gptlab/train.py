@@ -27,7 +27,7 @@ from gptlab.run.hydra import (
     require_optional_packages,
     run_task,
 )
-from gptlab.run.record import log_config, record_run
+from gptlab.run.record import log_checkpoint_path, log_config, record_run
 from gptlab.tokenization.hf_files import tokenizer_for_hf_model
 from gptlab.tokenization.tokenizers import Tokenizer
 
@@ -57,6 +57,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from(cfg.get("ckpt_path"), trainer))
         metrics.update(trainer.callback_metrics)
+        log_checkpoint_path(trainer, loggers)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
