@@ -44,7 +44,13 @@ def test_mlflow_store_has_the_run_with_its_params_metrics_and_checkpoint(logged_
     (run,) = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
     assert run.data.tags["run_dir"] == str(run_dir)
     config = flat(yaml.safe_load((run_dir / "config_resolved.yaml").read_text()))
-    for key in ("model/optimizer/lr", "model/backbone/n_embd", "data/batch_size", "seed", "trainer/max_steps"):
+    for key in (
+        "model/optimizer/lr",
+        "model/backbone/n_embd",
+        "data/batch_size",
+        "seed",
+        "trainer/max_steps",
+    ):
         assert run.data.params[key] == str(config[key])
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     assert run.data.params["checkpoint"] == str(best)

@@ -94,7 +94,11 @@ def test_optuna_sweep_with_two_trials(tmp_path, corpus):
         assert (sweep_dir / f"optuna_{plot}.png").read_bytes()[:4] == b"\x89PNG"
     events = EventAccumulator(str(sweep_dir / "tensorboard"))
     events.Reload()
-    assert set(events.Tags()["images"]) == {"optuna/history", "optuna/importances", "optuna/parallel_coordinate"}
+    assert set(events.Tags()["images"]) == {
+        "optuna/history",
+        "optuna/importances",
+        "optuna/parallel_coordinate",
+    }
 
 
 def study_trials(sweep_dir: Path, name: str) -> list:
@@ -117,7 +121,9 @@ def test_an_interrupted_optuna_sweep_resumes_where_it_stopped(tmp_path, corpus):
     first.wait()
     finished_before = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/job_result.json")}
     assert sorted(finished_before) == ["0", "1", "2"]
-    assert [t.state for t in study_trials(sweep_dir, "shakespeare_char")][3] == optuna.trial.TrialState.RUNNING
+    assert [t.state for t in study_trials(sweep_dir, "shakespeare_char")][
+        3
+    ] == optuna.trial.TrialState.RUNNING
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # the same command
     assert done.returncode == 0, done.stderr[-3000:]
@@ -132,7 +138,9 @@ def test_an_interrupted_optuna_sweep_resumes_where_it_stopped(tmp_path, corpus):
     assert {n: after[n] for n in finished_before} == finished_before
     assert not any(sweep_dir.glob("[0-2]/config_resolved.1.yaml"))
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
-    assert [(j["job"], j["status"]) for j in summary["jobs"]] == [(n, "completed") for n in (0, 1, 2, 4, 5, 6)]
+    assert [(j["job"], j["status"]) for j in summary["jobs"]] == [
+        (n, "completed") for n in (0, 1, 2, 4, 5, 6)
+    ]
 
     other = sweep_command(tmp_path, corpus, "hparams_search=shakespeare_optuna", "hydra.sweeper.n_trials=6")
     refused = subprocess.run(other, capture_output=True, text=True, timeout=600)  # without test=false

@@ -72,8 +72,8 @@ class OptunaSweeper(Sweeper):
         space = SearchSpace.parse(self.params, arguments)
         if not space.distributions:
             raise ValueError(
-                "nothing to search: give hydra.sweeper.params (see configs/hparams_search/) or a sweep on the "
-                "command line, such as 'model.optimizer.lr=tag(log, interval(1e-4, 1e-2))'"
+                "nothing to search: give hydra.sweeper.params (see configs/hparams_search/) or a sweep on "
+                "the command line, such as 'model.optimizer.lr=tag(log, interval(1e-4, 1e-2))'"
             )
         sampler = self.sampler
         if isinstance(sampler, functools.partial):  # the grid sampler takes the search space

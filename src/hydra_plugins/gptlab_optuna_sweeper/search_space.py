@@ -71,7 +71,9 @@ class SearchSpace:
         elif isinstance(sweep, IntervalSweep):
             unknown = set(sweep.tags) - {"log", "int"}
             if unknown:
-                raise ValueError(f"{override.input_line}: unknown tag(s) {sorted(unknown)}; use log and/or int")
+                raise ValueError(
+                    f"{override.input_line}: unknown tag(s) {sorted(unknown)}; use log and/or int"
+                )
             log = "log" in sweep.tags
             if "int" in sweep.tags:
                 self.distributions[key] = IntDistribution(int(sweep.start), int(sweep.end), log=log)
