@@ -203,6 +203,27 @@ class GPTModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Clip under every precision, the fused AdamW included (Lightning's mixed-precision plugins refuse
+        to clip for an optimizer that unscales inside its step, even under bf16, which has no scale)."""
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # fp16: Lightning leaves a fused optimizer's gradients scaled; unscaled here, they are clipped
+            # as they are, and GradScaler.step then tells the fused kernel not to unscale them again.
+            scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif hasattr(self.trainer.model, "clip_grad_norm_"):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)  # FSDP: the norm over every rank's shard
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def parameter_groups(self) -> list[dict]:
         """Parameter groups for the optimizer; subclasses may scale learning rates per group."""
         return weight_decay_groups(self)
