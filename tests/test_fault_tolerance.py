@@ -230,3 +230,15 @@ def test_last_checkpoint_is_the_newest_step_even_when_val_loss_did_not_improve(c
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-step000010.ckpt", "last.ckpt"]
     assert checkpoint(checkpoints / "last.ckpt")["global_step"] == 20
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+        (tmp_path / "plain").touch()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~mask

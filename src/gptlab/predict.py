@@ -19,6 +19,7 @@ from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.module import GPTModule
+from gptlab.run.files import atomic_write
 from gptlab.run.hydra import check_config_dir
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> Path:
     """Write ``cfg.output``: for every input row its line, the predicted label and each class's
     probability (``p_<label>``); return the output path."""
+    inputs = expand_paths(cfg.input)
+    output = Path(cfg.output)
+    check_output(output, inputs, cfg.overwrite)
     model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
@@ -35,7 +39,7 @@ def predict(cfg: DictConfig) -> Path:
         )
     rows = [
         (line, record[cfg.text_field] or "")
-        for file in expand_paths(cfg.input)
+        for file in inputs
         for line, record in iter_records(file, [cfg.text_field], errors=cfg.encoding_errors)
     ]
     blank = [line for line, text in rows if not text.strip()]
@@ -50,11 +54,10 @@ def predict(cfg: DictConfig) -> Path:
         predict_probabilities(model, texts, cfg.batch_size, cfg.truncation, cfg.unknown_chars)
     )
 
-    output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="", encoding="utf-8") as stream:
+    with atomic_write(output, newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["line", "label", *(f"p_{name}" for name in model.label_names)])
+        writer.writerow([*HEADER, *(f"p_{name}" for name in model.label_names)])
         for line, text in rows:
             if not text.strip():
                 writer.writerow([line, "", *[""] * len(model.label_names)])
@@ -64,6 +67,32 @@ def predict(cfg: DictConfig) -> Path:
             writer.writerow([line, label, *(f"{p:.6f}" for p in probs.tolist())])
     log.info(f"wrote {len(rows)} predictions to {output}")
     return output
+
+
+HEADER = ("line", "label")
+
+
+def check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to write predictions over an input, or over a file that holds something else."""
+    if output.resolve() in {path.resolve() for path in inputs}:
+        raise FileExistsError(
+            f"output={output} is one of the input files; predicting would replace the texts with their "
+            "labels. Pass another output=<file>.csv"
+        )
+    if output.is_dir():
+        raise IsADirectoryError(
+            f"output={output} is a directory; pass a file name, e.g. output={output}/preds.csv"
+        )
+    if output.exists() and not overwrite and not _is_predictions(output):
+        raise FileExistsError(
+            f"output={output} exists and is not an earlier gptlab-predict file; pass another "
+            "output=<file>.csv, or overwrite=true to replace it"
+        )
+
+
+def _is_predictions(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.readline().decode("utf-8", errors="replace").strip().split(",")[:2] == list(HEADER)
 
 
 @torch.inference_mode()
