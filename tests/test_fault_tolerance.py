@@ -32,10 +32,10 @@ def checkpoint(path: Path) -> dict:
 @pytest.mark.slow
 def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_train, corpus, tmp_path):
     # steps_per_epoch=15: the first leg crosses an epoch and stops mid-epoch, so the resumed loader
-    # must skip the 5 batches it already served in epoch 1
+    # must skip the 5 batches it already served in epoch 1; dropout: the random states must resume too
     common = [
         f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "data.steps_per_epoch=15",
-        "trainer.deterministic=true", "trainer.val_check_interval=10",
+        "trainer.deterministic=true", "trainer.val_check_interval=10", "model.backbone.dropout=0.1",
         "model.scheduler.total_steps=40", "model.scheduler.warmup_steps=5",
     ]  # fmt: skip
     whole = compose_train(*common, "trainer.max_steps=40", f"paths.output_dir={tmp_path / 'whole'}")
@@ -66,6 +66,39 @@ def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_trai
     moments = [c["optimizer_states"][0]["state"].values() for c in (a, b)]
     for x, y in zip(*moments, strict=True):
         torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)
+
+
+def test_resume_with_dropout_is_exact(compose_train, corpus, tmp_path):
+    common = [
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "model.backbone.n_layer=1", "data.steps_per_epoch=3",
+        "model.backbone.dropout=0.1", "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0",
+        "+trainer.limit_val_batches=1",
+    ]  # fmt: skip
+    train(compose_train(*common, "trainer.max_steps=6", f"paths.output_dir={tmp_path / 'whole'}"))
+    train(compose_train(*common, "trainer.max_steps=4", f"paths.output_dir={tmp_path / 'legs'}"))
+    resumed_from = tmp_path / "legs" / "checkpoints" / "last.ckpt"
+    assert len(checkpoint(resumed_from)["random_states"]) == 1  # one process
+    train(compose_train(*common, "trainer.max_steps=6", f"paths.output_dir={tmp_path / 'legs'}",
+                        f"ckpt_path={resumed_from}"))  # fmt: skip
+    a = checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    b = checkpoint(tmp_path / "legs" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 6
+    for name, weight in a["state_dict"].items():
+        torch.testing.assert_close(weight, b["state_dict"][name], rtol=0, atol=0)
+
+
+def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from gptlab.callbacks.fault_tolerance import random_states, set_random_states
+
+    torch.save({"random_states": [random_states()]}, tmp_path / "states.ckpt")
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    (states,) = torch.load(tmp_path / "states.ckpt", weights_only=True)["random_states"]
+    set_random_states(states)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
 def test_a_new_run_in_a_used_run_directory_starts_afresh_without_ckpt_path(

@@ -1,15 +1,18 @@
-"""Surviving faults: a resumable checkpoint on SIGTERM / Ctrl-C, and a stop at the first non-finite loss."""
+"""Surviving faults: a resumable checkpoint on SIGTERM / Ctrl-C, a stop at the first non-finite loss, and
+the random generator states that make a resumed run draw what an uninterrupted one would."""
 
 from __future__ import annotations
 
 import math
 import os
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -104,3 +107,61 @@ class FiniteLossGuard(L.Callback):
                     f"weight '{name}' is not finite at step {trainer.global_step}; refusing to save a "
                     f"checkpoint over the last good one. To fix: {self.HINTS}"
                 )
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Every rank's random generators (Python, NumPy, torch on the CPU and on each GPU) saved in each
+    checkpoint and put back at the first step of a resumed run, so dropout draws the masks an
+    uninterrupted run would have drawn (Lightning saves the weights, optimizer and loop, not these)."""
+
+    def __init__(self) -> None:
+        self.resumed: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = [random_states()]
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, random_states())
+        checkpoint["random_states"] = states
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("random_states")
+        if states is None or len(states) != trainer.world_size:
+            rank_zero_warn(
+                "the checkpoint holds no random generator states for "
+                f"{trainer.world_size} process(es) (written by an older gptlab, or with another number of "
+                "processes): the resumed run continues, but dropout draws other masks than an "
+                "uninterrupted run would have"
+            )
+            return
+        self.resumed = states[trainer.global_rank]
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # set here, not at load: building the data iterators in between draws from torch's generator
+        if self.resumed is not None:
+            set_random_states(self.resumed)
+            self.resumed = None
+
+
+def random_states() -> dict[str, Any]:
+    """This process's generator states, as tensors and tuples (checkpoints load with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    random.setstate(states["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
