@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.module import GPTModule
 from gptlab.run.files import atomic_write
-from gptlab.run.hydra import check_config_dir
+from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def predict(cfg: DictConfig) -> Path:
     inputs = expand_paths(cfg.input)
     output = Path(cfg.output)
     check_output(output, inputs, cfg.overwrite)
+    check_device(cfg.device)
     model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
@@ -125,8 +127,13 @@ def predict_probabilities(
 
 
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="predict")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     predict(cfg)
+
+
+def main() -> None:
+    refuse_unknown_settings(sys.argv[1:], "predict")
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.util import find_spec
+from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
 
@@ -113,3 +115,35 @@ def require_sweep_plugins(argv: Sequence[str]) -> None:
                 f"this command needs the Hydra plugin '{module.split('.')[-1]}', which is not installed; "
                 "install gptlab's sweep extra: pip install -e '.[sweep]'"
             )
+
+
+def refuse_unknown_settings(argv: Sequence[str], config_name: str) -> None:
+    """Stop when the command line names a top-level setting ``configs/<config_name>.yaml`` does not have:
+    Hydra would refuse ``top_p=0.9`` and suggest ``+top_p=0.9``, which it then accepts and nothing reads."""
+    known = settings_of(config_name)
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
+        top = key.split(".")[0].split("/")[0]
+        if top and top != "hydra" and top not in known:
+            sys.exit(
+                f"error: gptlab-{config_name} has no setting '{key}' (in '{arg}'); its settings are "
+                f"{', '.join(sorted(known))}. Check the spelling; gptlab-{config_name} --help shows them."
+            )
+
+
+def settings_of(config_name: str) -> set[str]:
+    """The top-level keys and config groups of ``configs/<config_name>.yaml``."""
+    config = OmegaConf.load(Path(check_config_dir()) / f"{config_name}.yaml")
+    groups = [next(iter(entry)) for entry in config.get("defaults", []) if not isinstance(entry, str)]
+    groups = {g.split(" ")[-1].split("/")[0] for g in groups} - {"hydra"}  # "optional local", "override ..."
+    return {str(key) for key in config if key not in ("defaults", "hydra")} | groups
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device that this torch cannot use, before a checkpoint is mapped onto it."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"device={device}, but torch {torch.__version__} ({build}) finds no CUDA GPU; use device=cpu, "
+            "or install a CUDA build of torch on a machine with an NVIDIA GPU"
+        )
