@@ -188,3 +188,14 @@ def test_predict_replaces_earlier_predictions_whole_or_not_at_all(classifier_run
         predict(compose(f"output={notes}"))  # an earlier prediction file: no overwrite=true needed
     assert notes.read_text(encoding="utf-8") == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv", "texts.txt"]  # no temporary file left
+
+
+def test_predict_errors_name_its_own_settings(tmp_path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("café\n".encode("latin-1"))
+    for source, error in ((tmp_path / "nowhere.txt", "point input at"), (latin, "set encoding_errors=")):
+        cfg = compose_config(tmp_path, f"ckpt_path={tmp_path / 'x.ckpt'}", f"input={source}",
+                             config_name="predict")  # fmt: skip
+        with pytest.raises((FileNotFoundError, ValueError), match=error) as err:
+            predict(cfg)  # the rows are read before the (missing) checkpoint is
+        assert "data." not in str(err.value)

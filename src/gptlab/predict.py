@@ -29,21 +29,21 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> Path:
     """Write ``cfg.output``: for every input row its line, the predicted label and each class's
     probability (``p_<label>``); return the output path."""
-    inputs = expand_paths(cfg.input)
+    inputs = expand_paths(cfg.input, key="input")
     output = Path(cfg.output)
     check_output(output, inputs, cfg.overwrite)
     check_device(cfg.device)
+    rows = [
+        (line, record[cfg.text_field] or "")
+        for file in inputs
+        for line, record in iter_records(file, [cfg.text_field], cfg.encoding_errors, prefix="")
+    ]
     model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "
             "gptlab-generate samples text from it"
         )
-    rows = [
-        (line, record[cfg.text_field] or "")
-        for file in inputs
-        for line, record in iter_records(file, [cfg.text_field], errors=cfg.encoding_errors)
-    ]
     blank = [line for line, text in rows if not text.strip()]
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
