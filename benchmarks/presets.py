@@ -46,7 +46,7 @@ GPT2_VOCAB = 50257
 
 def char_vocab_size() -> int:
     """The default run's vocabulary: the characters of data/shakespeare_char.txt + <|endoftext|> (75)."""
-    from gptlab.tokenization.tokenizers import CharTokenizer
+    from gptlab.tokenization import CharTokenizer
 
     tokenizer = CharTokenizer()
     tokenizer.fit([(PROJECT_ROOT / "data" / "shakespeare_char.txt").read_text(encoding="utf-8")])

@@ -16,10 +16,12 @@ from gptlab.data.datamodules import ClassificationDataModule, stratified_split
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler
+from gptlab.models import checkpoint as checkpoint_module
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.heads import ClassificationHead
+from gptlab.models.io import load_module
 from gptlab.models.module import GPTModule
-from gptlab.tokenization.tokenizers import CharTokenizer, UnknownCharactersError
+from gptlab.tokenization import CharTokenizer, UnknownCharactersError
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 from tests.test_model import BACKBONE
@@ -207,6 +209,23 @@ def test_pretrained_checkpoint_that_does_not_fit_is_refused(lm_checkpoint, tmp_p
         tiny_classifier(pretrained=tmp_path / "missing.ckpt")
 
 
+def test_pretrained_backbone_may_take_other_run_settings(lm_checkpoint):
+    # attention_fp32, pad_vocab_to_multiple and dropout change how the run computes, not the weights
+    saved = torch.load(lm_checkpoint, weights_only=True)["state_dict"]
+    tokenizer = char_tokenizer()
+    backbone = {**BACKBONE, "attention_fp32": True, "pad_vocab_to_multiple": 1, "dropout": 0.1}
+    model = GPTClassifier(
+        tokenizer.vocab_size, backbone, LABELS, pretrained=lm_checkpoint, tokenizer=tokenizer
+    )
+    assert model.config.attention_fp32 and model.config.padded_vocab_size == tokenizer.vocab_size
+    for name, value in model.backbone.state_dict().items():
+        expected = saved[f"backbone.{name}"]
+        if name == "wte.weight":  # the checkpoint's padding rows (64 in all) are dropped
+            assert expected.size(0) == 64 and value.size(0) == tokenizer.vocab_size
+            expected = expected[: tokenizer.vocab_size]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0)
+
+
 def test_pretrained_classifier_must_have_the_same_labels(tmp_path):
     path = save_checkpoint(tiny_classifier(), tmp_path / "cls.ckpt")
     with pytest.raises(ValueError, match=r"classifies into \['comedy', 'tragedy'\], but this data has labels "
@@ -222,7 +241,7 @@ def test_label_map_survives_the_checkpoint_round_trip(tmp_path):
     path = save_checkpoint(model, tmp_path / "cls.ckpt")
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["hyper_parameters"]["label_names"] == ["b-side", "a-side"]
-    restored = GPTModule.from_checkpoint(path)
+    restored = load_module(path)
     assert isinstance(restored, GPTClassifier) and restored.label_names == ["b-side", "a-side"]
     assert restored.head.pooling == "mean"
     batch = batch_of(model)
@@ -230,7 +249,7 @@ def test_label_map_survives_the_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(restored.predict_step(batch, 0), model.predict_step(batch, 0))
     with pytest.raises(ValueError, match="holds a GPTModule, not a GPTClassifier"):
         lm = GPTModule(10, BACKBONE, functools.partial(torch.optim.AdamW))
-        GPTClassifier.from_checkpoint(save_checkpoint(lm, tmp_path / "lm.ckpt"))
+        load_module(save_checkpoint(lm, tmp_path / "lm.ckpt"), expected=GPTClassifier)
 
 
 def test_loading_a_checkpoint_with_another_tokenizer_names_both(lm_checkpoint):
@@ -244,6 +263,24 @@ def test_loading_a_checkpoint_with_another_tokenizer_names_both(lm_checkpoint):
         rf"one this run was configured with \(char, {configured.vocab_size} tokens\); resume or test with",
     ):
         model.on_load_checkpoint(checkpoint)
+
+
+def test_fine_tune_with_another_attention_fp32_reads_the_checkpoint_once(
+    compose_train, austen_sample, tmp_path, monkeypatch
+):
+    tokenizer = char_tokenizer([AUSTEN.read_text(encoding="utf-8")[:3000]])
+    lm = GPTModule(tokenizer.vocab_size, BACKBONE, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
+    pretrained = save_checkpoint(lm, tmp_path / "pretrain.ckpt")
+    reads = []
+    read = checkpoint_module.read_checkpoint
+    monkeypatch.setattr(
+        checkpoint_module, "read_checkpoint", lambda *a, **k: reads.append(a[0]) or read(*a, **k)
+    )
+    cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
+                        f"model.pretrained={pretrained}", "model.backbone.attention_fp32=true",
+                        *TINY_CLASSIFIER)  # fmt: skip
+    assert 0 <= train(cfg) <= 1
+    assert reads == [str(pretrained)]  # the tokenizer and the weights came from one read
 
 
 # --- data --------------------------------------------------------------------------------------------

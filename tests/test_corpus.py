@@ -16,7 +16,7 @@ from gptlab.data import corpus as corpus_module
 from gptlab.data.corpus import CorpusError, Preprocessing, build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.data.readers import CorpusFormatError
-from gptlab.tokenization.tokenizers import END_OF_TEXT, BPETokenizer, ByteTokenizer, CharTokenizer
+from gptlab.tokenization import END_OF_TEXT, BPETokenizer, ByteTokenizer, CharTokenizer
 from tests.conftest import CHINESE, ENGLISH
 
 
@@ -229,7 +229,7 @@ def test_killed_preparation_is_not_trusted_and_is_redone(tmp_path):
     child = textwrap.dedent(f"""
         import os, signal
         from gptlab.data.corpus import build_token_cache
-        from gptlab.tokenization.tokenizers import CharTokenizer
+        from gptlab.tokenization import CharTokenizer
 
         class DiesMidway(CharTokenizer):
             kind = "char"

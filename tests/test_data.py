@@ -11,7 +11,7 @@ import torch
 from gptlab.data.corpus import CorpusError, build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.data.datasets import TokenWindows
-from gptlab.tokenization.tokenizers import CharTokenizer
+from gptlab.tokenization import CharTokenizer
 
 
 def test_windows_are_shifted_pairs():

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler, GlobalBatchSampler, ShardSampler
+from gptlab.models.io import load_module
 from gptlab.models.module import GPTModule
 from gptlab.run.hydra import SweepSetupError, refuse_script_launcher_in_sweep
 from gptlab.train import train
@@ -209,7 +210,7 @@ def test_multi_gpu_strategies_train_and_save_a_loadable_checkpoint(compose_train
         "trainer.max_steps=4", "trainer.val_check_interval=2",
     )  # fmt: skip
     assert train(cfg) > 0
-    assert GPTModule.from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert load_module(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gptlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
+from gptlab.models.io import load_module
 from gptlab.models.module import GPTModule
 from gptlab.run.dirs import run_directory
 from gptlab.train import train
@@ -191,7 +192,7 @@ def test_a_nan_loss_stops_the_run_and_the_last_good_checkpoint_survives(compose_
     saved = checkpoint(last)
     assert saved["global_step"] == 20
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
-    assert torch.isfinite(GPTModule.from_checkpoint(last)(torch.zeros(1, 4, dtype=torch.long))).all()
+    assert torch.isfinite(load_module(last)(torch.zeros(1, 4, dtype=torch.long))).all()
     assert not (last.parent / "interrupted.ckpt").exists()
 
 
@@ -247,7 +248,7 @@ def test_a_compiled_model_checkpoint_loads_into_an_uncompiled_model(compose_trai
     path = Path(cfg.paths.output_dir) / "checkpoints"
     saved = checkpoint(next(path.glob("*.ckpt")))
     assert not [k for k in saved["state_dict"] if "_orig_mod" in k]
-    model = GPTModule.from_checkpoint(next(path.glob("*.ckpt")))
+    model = load_module(next(path.glob("*.ckpt")))
     assert not hasattr(model.backbone, "_orig_mod")
     torch.testing.assert_close(
         model.state_dict()["backbone.wte.weight"], saved["state_dict"]["backbone.wte.weight"]

@@ -7,7 +7,7 @@ import torch
 
 from gptlab.models.generation import KVCache, sample
 from gptlab.models.module import GPTModule
-from gptlab.tokenization.tokenizers import CharTokenizer
+from gptlab.tokenization import CharTokenizer
 
 BLOCK = 16
 MODERN = {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 1}

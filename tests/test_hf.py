@@ -18,14 +18,16 @@ from omegaconf.errors import MissingMandatoryValue
 from torch.utils.data import DataLoader
 
 from gptlab.export import export
+from gptlab.models.checkpoint import read_checkpoint
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.export_formats import export_hf, export_safetensors, load_safetensors
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.hf import HFCheckpointError, load_hf_gpt2
-from gptlab.models.module import GPTModule, read_checkpoint
+from gptlab.models.io import load_module
+from gptlab.models.module import GPTModule
 from gptlab.run.hydra import compose_config
+from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.tokenization.hf_files import hf_tokenizer_files
-from gptlab.tokenization.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 
@@ -158,7 +160,7 @@ def test_hparams_hold_the_full_config_and_the_checkpoint_outlives_the_directory(
     checkpoint = fit_one_step(model, tmp_path / "lm.ckpt")
     shutil.rmtree(hf_dir)
     read_checkpoint(checkpoint)  # weights_only=True
-    loaded = GPTModule.from_checkpoint(checkpoint).eval()
+    loaded = load_module(checkpoint).eval()
     ids = torch.randint(0, 100, (2, 16))
     torch.testing.assert_close(logits_of(loaded, ids), logits_of(model.eval(), ids))
 
@@ -266,7 +268,7 @@ def test_gptlab_checkpoint_exports_through_the_cli_recipe_and_generates_the_same
     written = export(cfg)
     assert {f.name for f in written} >= {"config.json", "model.safetensors", "vocab.json", "merges.txt"}
 
-    ours = GPTModule.from_checkpoint(checkpoint).eval()
+    ours = load_module(checkpoint).eval()
     theirs = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
     assert theirs.config.activation_function == "gelu"  # gptlab's default, the exact GELU
     ids = torch.randint(0, 50257, (2, 64))

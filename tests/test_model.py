@@ -189,7 +189,7 @@ def test_attention_fp32_keeps_the_attention_call_in_float32_under_bf16_autocast(
 def test_attention_fp32_is_a_saved_hyperparameter():
     model = tiny_module(attention_fp32=True)
     assert model.hparams["backbone"]["attention_fp32"] is True
-    rebuilt = GPTModule(**model.hparams)  # what from_checkpoint does
+    rebuilt = GPTModule(**model.hparams)  # what load_module does
     assert all(block.attn.attention_fp32 for block in rebuilt.backbone.blocks)
 
 

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gptlab import CONFIG_DIR
 from gptlab.generate import generate
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.train import train
 from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, latest
 
@@ -52,7 +52,7 @@ def test_checkpoint_loads_with_weights_only_and_is_self_contained(trained_run):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 40
     assert checkpoint["hyper_parameters"]["backbone"]["n_layer"] == 2
-    model = GPTModule.from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    model = load_module(run_dir / "checkpoints" / "last.ckpt")
     assert model.tokenizer.vocab_size == checkpoint["hyper_parameters"]["vocab_size"]
     assert model.tokenizer.decode(model.tokenizer.encode(CHINESE)) == CHINESE
     torch.testing.assert_close(
@@ -72,7 +72,7 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     tokens_per_s = latest(events, "train/device/items_per_sec")
     flops_per_s = latest(events, "train/device/flops_per_sec")
     assert latest(events, "train/device/mfu") == pytest.approx(flops_per_s / 1e11, rel=1e-4)
-    model = GPTModule.from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    model = load_module(run_dir / "checkpoints" / "last.ckpt")
     assert flops_per_s / tokens_per_s == pytest.approx(model.backbone.flops_per_token(), rel=1e-3)
     val = [e.value for e in events.Scalars("val/loss")]
     assert len(val) == 4 and val[-1] < val[0]  # it learns

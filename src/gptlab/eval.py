@@ -11,14 +11,14 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir, instantiate_group
 from gptlab.run.record import log_config
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on the test split of ``cfg.data``; return the test metrics."""
-    model = GPTModule.from_checkpoint(cfg.ckpt_path)
+    model = load_module(cfg.ckpt_path)
     with open_dict(cfg):
         # The checkpoint stands in for a model config: data configs may refer to ${model.backbone...}.
         cfg.model = OmegaConf.create(dict(model.hparams))

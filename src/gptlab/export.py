@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from gptlab.models.export_formats import export_hf, export_safetensors
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def export(cfg: DictConfig) -> list[Path]:
         raise FileExistsError(
             f"'{out}' already holds files; choose another out=, or pass overwrite=true to write over them"
         )
-    model = GPTModule.from_checkpoint(cfg.ckpt_path)
+    model = load_module(cfg.ckpt_path)
     files = WRITERS[cfg.format](model, out)
     log.info("exported %s as %s: %s", cfg.ckpt_path, cfg.format, ", ".join(str(file) for file in files))
     return files

@@ -12,14 +12,14 @@ import torch
 from omegaconf import DictConfig
 
 from gptlab.models.classifier import GPTClassifier
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings, settings_of
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """Return ``cfg.num_samples`` continuations of ``cfg.prompt`` (prompt included)."""
     check_settings(cfg)
-    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if isinstance(model, GPTClassifier):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a text classifier ({len(model.label_names)} labels), not a "

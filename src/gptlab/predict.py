@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
-from gptlab.models.module import GPTModule
+from gptlab.models.io import load_module
 from gptlab.run.files import atomic_write
 from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings
 
@@ -38,7 +38,7 @@ def predict(cfg: DictConfig) -> Path:
         for file in inputs
         for line, record in iter_records(file, [cfg.text_field], cfg.encoding_errors, prefix="")
     ]
-    model = GPTModule.from_checkpoint(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "

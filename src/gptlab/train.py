@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.data.sampling import BatchPlan
-from gptlab.models.module import checkpoint_tokenizer
+from gptlab.models.checkpoint import Checkpoint
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     check_config_dir,
@@ -28,8 +28,7 @@ from gptlab.run.hydra import (
     run_task,
 )
 from gptlab.run.record import log_config, record_run
-from gptlab.tokenization.hf_files import tokenizer_for_hf_model
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, run_tokenizer
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -44,12 +43,18 @@ def train(cfg: DictConfig) -> float | None:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)
 
-    datamodule = instantiate(cfg.data, tokenizer=build_tokenizer(cfg))
+    # A fine-tune reads its pretrained checkpoint once: the tokenizer and the backbone come from it.
+    pretrained = Checkpoint.read(cfg.model.pretrained) if cfg.model.get("pretrained") else None
+    datamodule = instantiate(cfg.data, tokenizer=build_tokenizer(cfg, pretrained))
     batch = BatchPlan.from_trainer(datamodule.batch_size, trainer)  # refuses a batch that does not divide
     rank_zero_info(batch.describe(datamodule.tokens_per_sample))
     datamodule.prepare_data()
     datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
-    model = instantiate(cfg.model, **datamodule.model_kwargs())
+    model_kwargs = datamodule.model_kwargs()
+    if pretrained is not None:
+        model_kwargs["pretrained"] = pretrained  # the checkpoint as read, not its path to read again
+    model = instantiate(cfg.model, **model_kwargs)
+    del pretrained, model_kwargs  # the weights live in the model now; free the checkpoint's memory
     rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
     log_config(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample))
 
@@ -90,22 +95,18 @@ def resume_from(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     return str(newest)
 
 
-def build_tokenizer(cfg: DictConfig) -> Tokenizer:
-    """The configured tokenizer or, when fine-tuning (``model.pretrained``), the pretraining checkpoint's:
-    the data must be tokenized with the ids the backbone learned. From a Hugging Face GPT-2
-    (``model.pretrained_hf``): its directory's vocabulary, else the configured GPT-2 tokenizer's files."""
+def build_tokenizer(cfg: DictConfig, pretrained: Checkpoint | None) -> Tokenizer:
+    """The tokenizer this run encodes its data with (see :func:`gptlab.tokenization.run_tokenizer`):
+    a fine-tune's pretrained checkpoint's, a Hugging Face GPT-2's own, or ``cfg.tokenizer``."""
     # throw_on_missing: an experiment's `pretrained_hf: ???` fails here, before the data is prepared
     pretrained_hf = OmegaConf.select(cfg, "model.pretrained_hf", throw_on_missing=True)
-    if pretrained_hf:
-        return tokenizer_for_hf_model(pretrained_hf, lambda: instantiate(cfg.tokenizer))
-    pretrained = cfg.model.get("pretrained")
-    if not pretrained:
-        return instantiate(cfg.tokenizer)
-    tokenizer = checkpoint_tokenizer(pretrained)
-    rank_zero_info(
-        f"tokenizer: {tokenizer.kind} ({tokenizer.vocab_size} tokens) from {pretrained}; "
-        "the tokenizer config is not used"
-    )
+    saved = None if pretrained is None else pretrained.tokenizer()
+    tokenizer = run_tokenizer(lambda: instantiate(cfg.tokenizer), saved, pretrained_hf)
+    if saved is not None:
+        rank_zero_info(
+            f"tokenizer: {tokenizer.kind} ({tokenizer.vocab_size} tokens) from {pretrained.path}; "
+            "the tokenizer config is not used"
+        )
     return tokenizer
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from gptlab.data.readers import PathSpec, expand_paths, file_format, iter_lines, iter_records
-from gptlab.tokenization.tokenizers import Tokenizer, UnknownCharactersError
+from gptlab.tokenization import Tokenizer, UnknownCharactersError
 
 try:  # POSIX only; elsewhere concurrent preparations of one entry are not serialised
     import fcntl

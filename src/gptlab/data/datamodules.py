@@ -27,7 +27,7 @@ from gptlab.data.sampling import (
     ResumableDataLoader,
     ShardSampler,
 )
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer
 
 
 class GlobalBatchDataModule(L.LightningDataModule):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gptlab.tokenization.tokenizers import Tokenizer, UnknownCharactersError
+from gptlab.tokenization import Tokenizer, UnknownCharactersError
 
 
 class TokenWindows(Dataset):

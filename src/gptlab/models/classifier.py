@@ -11,22 +11,14 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from gptlab.models.gpt import GPTConfig
+from gptlab.models.checkpoint import Checkpoint
+from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
 from gptlab.models.heads import ClassificationHead
-from gptlab.models.module import (
-    GPTModule,
-    OptimizerFactory,
-    SchedulerFactory,
-    check_same_tokenizer,
-    read_checkpoint,
-)
+from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory
 from gptlab.models.optim import layerwise_lr_groups
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
 Batch = Mapping[str, torch.Tensor]
-# Backbone settings a fine-tuning run may choose for itself; every other one must be the checkpoint's.
-# (block_size may also shrink: learned positions are a prefix.)
-FREE_KEYS = ("dropout", "block_size")
 
 
 class GPTClassifier(GPTModule):
@@ -34,10 +26,12 @@ class GPTClassifier(GPTModule):
     labels plus ``lm_loss_weight`` times the causal-LM loss on the same texts (GPT-1's auxiliary loss).
 
     ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters.
-    ``pretrained`` (a gptlab checkpoint) gives the backbone its weights and must share the tokenizer
-    and shapes; ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the weights and
-    shapes instead; ``trainable_blocks`` trains only the last N blocks (0: a linear probe on a frozen
-    backbone); ``layer_lr_decay`` < 1 lowers the learning rate by that factor per layer below the head.
+    ``pretrained`` (a gptlab checkpoint's path, or the :class:`Checkpoint` read from it) gives the
+    backbone its weights and must share the tokenizer and settings (but ``FINETUNE_CHOICES`` and a
+    smaller ``block_size``); ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the
+    weights and shapes instead; ``trainable_blocks`` trains only the last N blocks (0: a linear probe on
+    a frozen backbone); ``layer_lr_decay`` < 1 lowers the learning rate by that factor per layer below
+    the head.
     Batches are :func:`gptlab.data.datasets.pad_collate` dicts.
     """
 
@@ -51,7 +45,7 @@ class GPTClassifier(GPTModule):
         class_weights: Sequence[float] | None = None,
         label_smoothing: float = 0.0,
         lm_loss_weight: float = 0.0,
-        pretrained: str | os.PathLike | None = None,
+        pretrained: str | os.PathLike | Checkpoint | None = None,
         trainable_blocks: int | None = None,
         layer_lr_decay: float = 1.0,
         optimizer: OptimizerFactory | None = None,
@@ -209,53 +203,38 @@ class GPTClassifier(GPTModule):
                 block.requires_grad_(True)
             self.backbone.ln_f.requires_grad_(True)
 
-    def load_pretrained(self, path: str | os.PathLike) -> None:
+    def load_pretrained(self, source: str | os.PathLike | Checkpoint) -> None:
         """Copy the backbone weights of a gptlab checkpoint; refuse one that does not fit this model.
 
         A classifier checkpoint must have the same label set, and its head is copied too (fine-tuning
         goes on); a language-model checkpoint leaves the freshly initialised head as it is.
         """
-        checkpoint = read_checkpoint(path)
-        hparams = checkpoint["hyper_parameters"]
-        if "tokenizer" not in checkpoint:
-            raise ValueError(f"pretrained checkpoint '{path}' holds no tokenizer; was it written by gptlab?")
-        saved_tokenizer = Tokenizer.from_json(checkpoint["tokenizer"])
+        checkpoint = source if isinstance(source, Checkpoint) else Checkpoint.read(source)
+        where = f"pretrained checkpoint '{checkpoint.path}'"
+        saved_tokenizer = checkpoint.tokenizer(where)
         if self.tokenizer is None:
             self.tokenizer = saved_tokenizer
         check_same_tokenizer(
             self.tokenizer,
             saved_tokenizer,
-            f"pretrained checkpoint '{path}'",
+            where,
             "fine-tune with the checkpoint's tokenizer (gptlab-train loads it when model.pretrained is set)",
         )
-        saved = GPTConfig(vocab_size=hparams["vocab_size"], **hparams["backbone"]).to_dict()
-        ours = self.config.to_dict()
-        wrong = [
-            f"{key}={ours[key]} (checkpoint: {saved[key]})"
-            for key in ours
-            if key not in FREE_KEYS and saved[key] != ours[key]
-        ]
-        if ours["block_size"] > saved["block_size"]:
-            wrong.append(f"block_size={ours['block_size']} (checkpoint: at most {saved['block_size']})")
+        hparams = checkpoint.hparams
+        saved = GPTConfig(vocab_size=hparams["vocab_size"], **hparams["backbone"])
+        wrong = finetune_mismatches(saved, self.config)
         if wrong:
             raise ValueError(
-                f"pretrained checkpoint '{path}' does not fit model.backbone: {', '.join(wrong)}; set "
+                f"{where} does not fit model.backbone: {', '.join(wrong)}; set "
                 "model.backbone to the shapes the checkpoint was trained with"
             )
         saved_labels = hparams.get("label_names")
         if saved_labels is not None and list(saved_labels) != self.label_names:
             raise ValueError(
-                f"pretrained checkpoint '{path}' classifies into {list(saved_labels)}, but this data has "
+                f"{where} classifies into {list(saved_labels)}, but this data has "
                 f"labels {self.label_names}; fine-tune from a language-model checkpoint, or use data "
                 "with the checkpoint's label set"
             )
-        backbone = _submodule_state(checkpoint["state_dict"], "backbone")
-        if "wpe.weight" in backbone:  # learned positions (rotary ones have no weights)
-            backbone["wpe.weight"] = backbone["wpe.weight"][: self.config.block_size]
-        self.backbone.load_state_dict(backbone)
+        self.backbone.load_state_dict(fit_to_backbone(checkpoint.submodule_state("backbone"), self.config))
         if saved_labels is not None:
-            self.head.load_state_dict(_submodule_state(checkpoint["state_dict"], "head"))
-
-
-def _submodule_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
+            self.head.load_state_dict(checkpoint.submodule_state("head"))

@@ -13,16 +13,16 @@ from safetensors.torch import load_model, save_model
 
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.hf import save_hf_gpt2
+from gptlab.models.io import module_class
 from gptlab.models.module import GPTModule
+from gptlab.tokenization import Tokenizer
 from gptlab.tokenization.hf_files import hf_tokenizer_files
-from gptlab.tokenization.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "gptlab_model.json"
 TOKENIZER_FILE = "gptlab_tokenizer.json"
-MODEL_CLASSES: dict[str, type[GPTModule]] = {cls.__name__: cls for cls in (GPTModule, GPTClassifier)}
 
 
 def export_hf(model: GPTModule, directory: str | os.PathLike) -> list[Path]:
@@ -83,11 +83,7 @@ def load_safetensors(directory: str | os.PathLike) -> GPTModule:
             "gptlab-export format=safetensors"
         )
     saved = json.loads(config_file.read_text(encoding="utf-8"))
-    if saved["class"] not in MODEL_CLASSES:
-        raise ValueError(
-            f"{config_file}: unknown model class {saved['class']!r}; known: {sorted(MODEL_CLASSES)}"
-        )
-    model = MODEL_CLASSES[saved["class"]](**saved["hyper_parameters"])
+    model = module_class(saved["class"], str(config_file))(**saved["hyper_parameters"])
     load_model(model, str(directory / WEIGHTS_FILE), strict=True)
     tokenizer_file = directory / TOKENIZER_FILE
     if tokenizer_file.is_file():

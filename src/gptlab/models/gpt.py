@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,11 @@ POS_EMBEDDINGS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 GELU_APPROXIMATIONS = ("none", "tanh")
+# Backbone settings a fine-tune (of a gptlab checkpoint or a Hugging Face GPT-2) may choose for itself:
+# they change how it trains or computes, not what the weights mean (pad_vocab_to_multiple only adds
+# embedding rows no id looks up). Every other setting is the pretrained model's, except block_size,
+# which may shrink but not grow: learned positions are a prefix, and no position beyond them was learned.
+FINETUNE_CHOICES = ("dropout", "attention_fp32", "pad_vocab_to_multiple")
 
 
 @dataclass
@@ -106,6 +112,35 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def finetune_mismatches(saved: GPTConfig, ours: GPTConfig) -> list[str]:
+    """What keeps a fine-tune with backbone ``ours`` from starting from a ``saved`` one's weights, as
+    ``key=ours (checkpoint: saved)`` (empty when it may)."""
+    theirs, mine = saved.to_dict(), ours.to_dict()
+    wrong = [
+        f"{key}={mine[key]} (checkpoint: {theirs[key]})"
+        for key in mine
+        if key not in (*FINETUNE_CHOICES, "block_size") and mine[key] != theirs[key]
+    ]
+    if ours.block_size > saved.block_size:
+        wrong.append(f"block_size={ours.block_size} (checkpoint: at most {saved.block_size})")
+    return wrong
+
+
+def fit_to_backbone(state: Mapping[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Pretrained backbone weights -> the shapes of ``GPT(config)``: the token embedding re-padded to
+    ``config.padded_vocab_size`` rows when its padding differs (the first ``config.vocab_size`` real rows
+    copied, the rest zero), learned positions cut to ``config.block_size``."""
+    fitted = dict(state)
+    wte = state["wte.weight"]
+    if wte.size(0) != config.padded_vocab_size:
+        padded = wte.new_zeros(config.padded_vocab_size, wte.size(1))
+        padded[: config.vocab_size] = wte[: config.vocab_size]
+        fitted["wte.weight"] = padded
+    if "wpe.weight" in state:  # rotary positions have no weights
+        fitted["wpe.weight"] = state["wpe.weight"][: config.block_size]
+    return fitted
 
 
 class CausalSelfAttention(nn.Module):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptlab.models.gpt import GPTConfig
+from gptlab.models.gpt import FINETUNE_CHOICES, GPTConfig, fit_to_backbone
 
 log = logging.getLogger(__name__)
 
@@ -225,23 +225,6 @@ def _check_tied_head(tensors: Mapping[str, torch.Tensor], wte: torch.Tensor, fil
         )
 
 
-def fit_to_backbone(state: Mapping[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    """Checkpoint-shaped weights -> the shapes of ``GPT(config)``: the embedding padded to
-    ``config.padded_vocab_size`` rows (the first ``config.vocab_size`` real rows copied, the rest zero),
-    the learned positions cut to ``config.block_size``."""
-    fitted = dict(state)
-    wte = state["wte.weight"]
-    padded = wte.new_zeros(config.padded_vocab_size, wte.size(1))
-    padded[: config.vocab_size] = wte[: config.vocab_size]
-    fitted["wte.weight"] = padded
-    fitted["wpe.weight"] = state["wpe.weight"][: config.block_size]
-    return fitted
-
-
-# backbone settings that change how a run trains or computes, not the weights' shapes or meaning
-RUN_CHOICES = ("dropout", "pad_vocab_to_multiple", "attention_fp32")
-
-
 def load_hf_gpt2(
     directory: str | os.PathLike,
     vocab_size: int | None = None,
@@ -250,7 +233,7 @@ def load_hf_gpt2(
     """The GPT-2 in ``directory`` as (GPTConfig keyword arguments, state dict for ``GPT``).
 
     The shapes are the checkpoint's; ``backbone`` may choose ``block_size`` (at most the checkpoint's
-    ``n_positions``: learned positions are a prefix) and the settings in ``RUN_CHOICES``, and its other
+    ``n_positions``: learned positions are a prefix) and the settings in ``FINETUNE_CHOICES``; its other
     settings are replaced. ``vocab_size`` (the tokenizer's; default: the checkpoint's) may be
     smaller than the checkpoint's embedding, whose first rows are then kept.
     """
@@ -272,7 +255,7 @@ def load_hf_gpt2(
         **saved,
         "vocab_size": vocab_size,
         "block_size": block_size,
-        **{key: chosen[key] for key in RUN_CHOICES if key in chosen},
+        **{key: chosen[key] for key in FINETUNE_CHOICES if key in chosen},
     }
     replaced = [
         f"{key}={chosen[key]}->{config[key]}"

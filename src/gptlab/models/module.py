@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, Metric
 
+from gptlab.models.checkpoint import CLASS_KEY
 from gptlab.models.generation import KVCache, sample
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
 from gptlab.models.hf import load_hf_gpt2
 from gptlab.models.optim import apply_lr_scales, weight_decay_groups
-from gptlab.tokenization.tokenizers import Tokenizer
+from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -52,48 +52,14 @@ class Perplexity(WeightedMean):
         return super().compute().exp()
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """A gptlab checkpoint's contents, loaded with ``weights_only=True`` (no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint '{path}' does not exist; pass the path of a .ckpt file "
-            "(runs keep them in logs/train/runs/<time>/checkpoints/)"
-        )
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """The tokenizer a checkpoint was trained with."""
-    checkpoint = read_checkpoint(path)
-    if "tokenizer" not in checkpoint:
-        raise ValueError(f"checkpoint '{path}' holds no tokenizer; it was not written by gptlab")
-    return Tokenizer.from_json(checkpoint["tokenizer"])
-
-
-def check_same_tokenizer(expected: Tokenizer, found: Tokenizer, found_where: str, hint: str) -> None:
-    """Refuse token ids that would mean different things to the model and to the data."""
-    if expected.to_json() == found.to_json():
-        return
-
-    def describe(tokenizer: Tokenizer) -> str:
-        return f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"
-
-    same = describe(expected) == describe(found)
-    raise ValueError(
-        f"{found_where} has a different tokenizer ({describe(found)}) from the one this run was "
-        f"configured with ({describe(expected)}{'; same size, different vocabulary' if same else ''}); "
-        f"{hint}"
-    )
-
-
 class GPTModule(L.LightningModule):
     """Causal language modelling with a tied LM head; the base of :class:`~gptlab.models.classifier.
     GPTClassifier`, which adds a classification head to the same backbone.
 
     Hyperparameters saved in checkpoints are primitives only (backbone config as a dict, vocab size);
-    the tokenizer travels as JSON in ``checkpoint["tokenizer"]``; optimizer and scheduler factories are
-    not saved (the resolved run config records them), so checkpoints load with ``weights_only=True``.
+    the tokenizer travels as JSON in ``checkpoint["tokenizer"]`` and the class name beside it (for
+    :func:`gptlab.models.io.load_module`); optimizer and scheduler factories are not saved (the resolved
+    run config records them), so checkpoints load with ``weights_only=True``.
     ``pretrained_hf``: a local Hugging Face GPT-2 directory whose shapes and weights the backbone takes
     (:func:`gptlab.models.hf.load_hf_gpt2`).
     """
@@ -233,6 +199,7 @@ class GPTModule(L.LightningModule):
         return {"tokenizer": self.tokenizer}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CLASS_KEY] = type(self).__name__  # what gptlab.models.io.load_module rebuilds
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.to_json()
 
@@ -275,22 +242,3 @@ class GPTModule(L.LightningModule):
         finally:
             self.train(was_training)
         return self.tokenizer.decode(out[0, len(ids) :].tolist())
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> GPTModule:
-        """Rebuild a model and its tokenizer from a checkpoint alone (loaded with ``weights_only=True``):
-        a language model or a classifier, whichever was saved."""
-        from gptlab.models.classifier import GPTClassifier  # the subclass imports this module
-
-        checkpoint = read_checkpoint(path, map_location)
-        hparams = checkpoint["hyper_parameters"]
-        saved_cls = GPTClassifier if "label_names" in hparams else GPTModule
-        if not issubclass(saved_cls, cls):
-            raise ValueError(
-                f"checkpoint '{path}' holds a {saved_cls.__name__}, not a {cls.__name__}; load it with "
-                "GPTModule.from_checkpoint, or fine-tune from it with model.pretrained"
-            )
-        model = saved_cls(**hparams)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.on_load_checkpoint(checkpoint)
-        return model

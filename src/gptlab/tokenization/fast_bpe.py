@@ -33,6 +33,8 @@ from typing import Any
 
 import tokenizers as hf
 
+from gptlab.tokenization.byte_level import BYTE_OF_SYMBOL, parse_merges
+
 try:
     import tiktoken
 except ImportError:  # pragma: no cover - tiktoken is a dependency; HF still works without it
@@ -43,21 +45,6 @@ log = logging.getLogger(__name__)
 # GPT-2's pre-tokenization regex, as HF's ByteLevel pre-tokenizer spells it.
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
-
-def _byte_symbols() -> dict[str, int]:
-    """GPT-2's table from the printable character standing for each byte back to the byte."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    others = [b for b in range(256) if b not in printable]
-    symbols = {chr(b): b for b in printable}
-    symbols.update({chr(256 + n): b for n, b in enumerate(others)})
-    return symbols
-
-
-BYTE_OF_SYMBOL = _byte_symbols()
 # str.translate table to the bytes as Latin-1 characters; any other character becomes one that
 # Latin-1 cannot encode, so a token holding it is refused rather than misread.
 _TO_LATIN1 = {ord(ch): chr(b) for ch, b in BYTE_OF_SYMBOL.items()} | {
@@ -111,9 +98,7 @@ def mergeable_ranks(tokenizer: hf.Tokenizer, reserved: str) -> dict[bytes, int]:
     ranks = {bytes([byte]): vocab[symbol] for symbol, byte in BYTE_OF_SYMBOL.items()}
     merged: list[str] = []
     previous = -1
-    for number, merge in enumerate(state["model"]["merges"], start=1):
-        # tokenizers < 0.20 writes "left right"; newer versions write ["left", "right"].
-        left, right = merge.split(" ") if isinstance(merge, str) else merge
+    for number, (left, right) in enumerate(parse_merges(state["model"]["merges"]), start=1):
         token = left + right
         if token == reserved:
             raise NoTwinError(f"merge {number} makes the reserved token {reserved!r}")

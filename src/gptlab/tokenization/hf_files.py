@@ -1,72 +1,16 @@
-"""gptlab tokenizers and Hugging Face tokenizer files: the GPT-2 vocabulary of an imported model, and the
-files an exported model's tokenizer is written as (read by ``transformers``' ``AutoTokenizer``)."""
+"""The Hugging Face tokenizer files an exported model's tokenizer is written as (read by
+``transformers``' ``AutoTokenizer``)."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
-from pathlib import Path
 
 import tokenizers as hf
 
-from gptlab.tokenization.tokenizers import (
-    END_OF_TEXT,
-    GPT2_LAYOUTS,
-    NUM_BYTES,
-    BPETokenizer,
-    ByteTokenizer,
-    CharTokenizer,
-    GPT2Tokenizer,
-    Tokenizer,
-)
-
-
-def has_gpt2_vocabulary(directory: str | os.PathLike) -> bool:
-    """True when ``directory`` holds one of the GPT-2 vocabulary layouts GPT2Tokenizer reads."""
-    directory = Path(directory).expanduser()
-    return any(all((directory / name).is_file() for name in layout) for layout in GPT2_LAYOUTS)
-
-
-def tokenizer_for_hf_model(directory: str | os.PathLike, configured: Callable[[], Tokenizer]) -> Tokenizer:
-    """The tokenizer for the Hugging Face GPT-2 in ``directory``: its own vocabulary files when it has
-    them, else ``configured()``, which must be a GPT-2 tokenizer (say ``tokenizer=gpt2``, whose default
-    files are the bundled data/gpt2)."""
-    if has_gpt2_vocabulary(directory):
-        return GPT2Tokenizer(str(directory))
-    tokenizer = configured()
-    if not isinstance(tokenizer, GPT2Tokenizer):
-        wanted = "; ".join(" + ".join(layout) for layout in GPT2_LAYOUTS)
-        raise FileNotFoundError(
-            f"'{directory}' holds no GPT-2 vocabulary (looked for {wanted}) and the configured tokenizer "
-            f"is {tokenizer.kind!r}, not GPT-2's; pass tokenizer=gpt2 (tokenizer.path=<a directory with "
-            "GPT-2's files>, by default the bundled data/gpt2)"
-        )
-    return tokenizer
-
-
-def byte_symbols() -> list[str]:
-    """GPT-2's byte-level alphabet: entry ``b`` is the printable character that stands for byte ``b``.
-
-    Bytes that are printable Latin-1 characters stand for themselves; the others (controls, space,
-    ...) take the characters from U+0100 on, in byte order.
-    """
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)}
-    symbols, shifted = [], 0
-    for byte in range(NUM_BYTES):
-        if byte in printable:
-            symbols.append(chr(byte))
-        else:
-            symbols.append(chr(NUM_BYTES + shifted))
-            shifted += 1
-    return symbols
-
-
-def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> hf.Tokenizer:
-    tokenizer = hf.Tokenizer(hf.models.BPE(vocab, merges))
-    tokenizer.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = hf.decoders.ByteLevel()
-    return tokenizer
+from gptlab.tokenization.base import END_OF_TEXT, Tokenizer
+from gptlab.tokenization.bpe import ByteLevelBPE
+from gptlab.tokenization.byte_level import BYTE_SYMBOLS, byte_level_bpe, vocab_and_merges
+from gptlab.tokenization.simple import ByteTokenizer, CharTokenizer
 
 
 def _char_level(tokenizer: CharTokenizer) -> hf.Tokenizer:
@@ -81,16 +25,14 @@ def _char_level(tokenizer: CharTokenizer) -> hf.Tokenizer:
     return converted
 
 
-def _vocab_and_merges(tokenizer: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+def _byte_level_vocabulary(tokenizer: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
     """The byte-level BPE vocabulary and merges of ``tokenizer``, or None when it is not one."""
     if isinstance(tokenizer, ByteTokenizer):
-        vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}
+        vocab = {symbol: byte for byte, symbol in enumerate(BYTE_SYMBOLS)}
         vocab[END_OF_TEXT] = tokenizer.eot_id
         return vocab, []  # no merges: every byte stays a token of its own
-    if isinstance(tokenizer, GPT2Tokenizer | BPETokenizer):
-        model = json.loads(tokenizer.state_dict()["hf_tokenizer"])["model"]
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-        return model["vocab"], merges
+    if isinstance(tokenizer, ByteLevelBPE):
+        return vocab_and_merges(tokenizer.trained)
     return None
 
 
@@ -107,7 +49,7 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
         "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False,  # it would rewrite decoded text (" ." -> ".")
     }
-    byte_level = _vocab_and_merges(tokenizer)
+    byte_level = _byte_level_vocabulary(tokenizer)
     if byte_level is not None:
         vocab, merges = byte_level
         config = {
@@ -120,7 +62,7 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
         return {
             "vocab.json": json.dumps(vocab, ensure_ascii=False),
             "merges.txt": "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges),
-            "tokenizer.json": _byte_level_bpe(vocab, merges).to_str(),
+            "tokenizer.json": byte_level_bpe(vocab, merges).to_str(),
             "tokenizer_config.json": json.dumps(config, indent=2),
         }
     if isinstance(tokenizer, CharTokenizer):

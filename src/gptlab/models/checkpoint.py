@@ -1,0 +1,65 @@
+"""A gptlab checkpoint read from disk once: its contents, the module class that wrote it, its tokenizer.
+
+Every module writes its class name under ``CLASS_KEY`` (see ``GPTModule.on_save_checkpoint``);
+:mod:`gptlab.models.io` turns the name back into the class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptlab.tokenization import Tokenizer, checkpoint_tokenizer
+
+CLASS_KEY = "gptlab_class"
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """A gptlab checkpoint's contents, loaded with ``weights_only=True`` (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint '{path}' does not exist; pass the path of a .ckpt file "
+            "(runs keep them in logs/train/runs/<time>/checkpoints/)"
+        )
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class Checkpoint:
+    """The contents of the checkpoint at ``path``, read once and shared by everything that needs them
+    (a fine-tune's tokenizer and its backbone weights, say)."""
+
+    def __init__(self, path: str | os.PathLike, contents: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.contents = contents
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
+        return cls(path, read_checkpoint(path, map_location))
+
+    def __repr__(self) -> str:
+        return f"Checkpoint('{self.path}')"
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.contents["hyper_parameters"]
+
+    @property
+    def class_name(self) -> str:
+        """The module class that wrote the checkpoint. Checkpoints from before ``CLASS_KEY`` existed
+        are classifiers exactly when their hyperparameters name labels."""
+        if CLASS_KEY in self.contents:
+            return self.contents[CLASS_KEY]
+        return "GPTClassifier" if "label_names" in self.hparams else "GPTModule"
+
+    def tokenizer(self, where: str | None = None) -> Tokenizer:
+        return checkpoint_tokenizer(self.contents, where or f"checkpoint '{self.path}'")
+
+    def submodule_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The saved weights of the submodule ``prefix`` (``backbone``, ``head``), under its own names."""
+        state = self.contents["state_dict"]
+        return {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
