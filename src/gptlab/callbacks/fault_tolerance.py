@@ -101,11 +101,19 @@ class FiniteLossGuard(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        for name, tensor in checkpoint["state_dict"].items():
+        self._check_weights(trainer, checkpoint["state_dict"].items(), "refusing to save a checkpoint")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before the text sampler (listed after this guard) samples from the weights and fails less clearly
+        if not trainer.sanity_checking:
+            self._check_weights(trainer, pl_module.named_parameters(), "the run stops")
+
+    def _check_weights(self, trainer: L.Trainer, weights, consequence: str) -> None:
+        for name, tensor in weights:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteLossError(
-                    f"weight '{name}' is not finite at step {trainer.global_step}; refusing to save a "
-                    f"checkpoint over the last good one. To fix: {self.HINTS}"
+                    f"weight '{name}' is not finite at step {trainer.global_step}; {consequence}, and the "
+                    f"last good checkpoint is kept. To fix: {self.HINTS}"
                 )
 
 

@@ -91,11 +91,18 @@ class PretrainDataModule(GlobalBatchDataModule):
         fit_sample_mb: float | None = None,
     ) -> None:
         super().__init__()
-        if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        if not 0 < val_fraction < 1:
             raise ValueError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be fractions that "
-                "leave some text for training"
+                f"data.val_fraction={val_fraction}: a fraction of the corpus above 0 and below 1 is held out "
+                "for validation, which the checkpoints (best by val/loss) and early stopping need; "
+                "e.g. data.val_fraction=0.05"
             )
+        if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
+                "fractions that leave some text for training"
+            )
+        check_block_size(block_size)
         self.path = os.fspath(path) if isinstance(path, str | os.PathLike) else [os.fspath(p) for p in path]
         self.tokenizer = tokenizer
         self.block_size = block_size
@@ -255,13 +262,18 @@ class ClassificationDataModule(GlobalBatchDataModule):
             )
         if path is None and train_path is None and label_names is None:
             raise ValueError("data.train_path is needed: the label names are learned from it")
-        if path is not None and (
-            not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1
-        ):
+        if path is not None and not 0 < val_fraction < 1:
             raise ValueError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be fractions that "
-                "leave some rows for training"
+                f"data.val_fraction={val_fraction}: a fraction of the rows above 0 and below 1 is held out "
+                "for validation, which the checkpoints and early stopping need; e.g. data.val_fraction=0.1 "
+                "(or give data.train_path and data.val_path instead of data.path)"
             )
+        if path is not None and (not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1):
+            raise ValueError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
+                "fractions that leave some rows for training"
+            )
+        check_block_size(block_size)
         if empty_text not in EMPTY_TEXT:
             raise ValueError(f"unknown empty_text {empty_text!r}; use one of {EMPTY_TEXT}")
         self.tokenizer = tokenizer
@@ -343,6 +355,14 @@ class ClassificationDataModule(GlobalBatchDataModule):
             return {name: self._read(path) for name, path in self.split_paths.items() if path is not None}
         texts, labels = self._read(self.path)
         indices = stratified_split(labels, self.val_fraction, self.test_fraction, self.split_seed)
+        if not indices["val"]:
+            counts = ", ".join(f"{label!r}: {labels.count(label)}" for label in sorted(set(labels)))
+            raise ValueError(
+                f"'{self.path}' has too few rows per label ({counts}) for data.val_fraction="
+                f"{self.val_fraction} to hold any out for validation (each label keeps a rounded share, "
+                "and at least one training row); add rows, raise data.val_fraction, or give "
+                "data.train_path and data.val_path"
+            )
         return {
             name: ([texts[i] for i in rows], [labels[i] for i in rows])
             for name, rows in indices.items()
@@ -402,6 +422,14 @@ class ClassificationDataModule(GlobalBatchDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 1:
+        raise ValueError(
+            f"block_size={block_size}: the model reads windows of block_size tokens, 1 or more; set "
+            "model.backbone.block_size (data.block_size follows it), e.g. 256"
+        )
 
 
 def stratified_split(

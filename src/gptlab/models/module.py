@@ -204,18 +204,35 @@ class GPTModule(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer.to_json()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "tokenizer" not in checkpoint:
+        if "tokenizer" in checkpoint:
+            saved = Tokenizer.from_json(checkpoint["tokenizer"])
+            if self.tokenizer is not None:
+                check_same_tokenizer(
+                    self.tokenizer,
+                    saved,
+                    "the checkpoint being loaded",
+                    "resume or test with the data and tokenizer the checkpoint was trained with, or start "
+                    "a new run without ckpt_path",
+                )
+            self.tokenizer = saved
+        self._check_shapes(checkpoint)
+
+    def _check_shapes(self, checkpoint: dict[str, Any]) -> None:
+        """Name the settings behind a shape mismatch (Lightning would print a raw state_dict error)."""
+        ours = self.state_dict()
+        theirs = checkpoint.get("state_dict", {})
+        if all(name in theirs and theirs[name].shape == value.shape for name, value in ours.items()):
             return
-        saved = Tokenizer.from_json(checkpoint["tokenizer"])
-        if self.tokenizer is not None:
-            check_same_tokenizer(
-                self.tokenizer,
-                saved,
-                "the checkpoint being loaded",
-                "resume or test with the data and tokenizer the checkpoint was trained with, or start a "
-                "new run without ckpt_path",
-            )
-        self.tokenizer = saved
+        saved = {**checkpoint.get("hyper_parameters", {}).get("backbone", {})}
+        saved["vocab_size"] = checkpoint.get("hyper_parameters", {}).get("vocab_size")
+        current = {**self.hparams.get("backbone", {}), "vocab_size": self.hparams.get("vocab_size")}
+        changed = [f"{k}={saved.get(k)} there, {v} here" for k, v in current.items() if saved.get(k) != v]
+        raise ValueError(
+            "the checkpoint's weights do not fit this model, which has other shapes "
+            f"(model.backbone: {'; '.join(changed) or 'see its hyperparameters'}); resume with the "
+            "checkpoint's settings (its run's .hydra/config.yaml), or start a new run that fine-tunes "
+            "from it with model.pretrained=<checkpoint>"
+        )
 
     @torch.no_grad()
     def generate(
