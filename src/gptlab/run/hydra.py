@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptlab import CONFIG_DIR
 
 log = logging.getLogger(__name__)
+JOB_ERROR_FILE = "job_error.txt"
 
 
 def check_config_dir() -> str:
@@ -96,8 +98,13 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             return task(cfg)
         except SweepSetupError as err:
             sys.exit(f"error: {err}")  # Hydra would record the job as failed and start the next one
-        except Exception:
+        except Exception as err:
             log.exception("job failed; the sweep goes on")
+            # the sweep summary reports it: the job itself returns only NaN, for the sweeper
+            error_file = Path(HydraConfig.get().runtime.output_dir, JOB_ERROR_FILE)
+            if isinstance(err, InstantiationException) and err.__cause__ is not None:
+                err = err.__cause__  # the constructor's own error, without Hydra's wrapping
+            error_file.write_text(f"{type(err).__name__}: {err}", encoding="utf-8")
             return float("nan")
     return task(cfg)
 
