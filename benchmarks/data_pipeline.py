@@ -62,7 +62,7 @@ def write_corpus(directory: Path, megabytes: float, file_mb: float, seed: int = 
 
 def prepare(files: list[str], cache_dir: str, vocab_size: int, fit_sample_mb: float | None) -> dict:
     """One preparation, run inside the child process started by ``measure_preparation``."""
-    from gptlab.data.corpus import build_token_cache
+    from gptlab.data.cache import build_token_cache
     from gptlab.tokenization import BPETokenizer
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

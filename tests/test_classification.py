@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from gptlab.data.datamodules import ClassificationDataModule, stratified_split
+from gptlab.callbacks.throughput import batch_tokens
+from gptlab.data.classification import ClassificationDataModule, stratified_split
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler
@@ -467,3 +468,23 @@ def test_fast_dev_run_of_austen_finetune_from_a_pretraining_checkpoint(
     cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
                         f"model.pretrained={pretrained}", *TINY_CLASSIFIER)  # fmt: skip
     assert 0 <= train(cfg) <= 1
+
+
+def test_throughput_counts_a_padded_batchs_real_tokens_only():
+    model = tiny_classifier()
+    batch = batch_of(model)
+    lengths = [len(model.tokenizer.encode(text)[:16]) for text in TEXTS]
+    assert len(set(lengths)) > 1 and batch["input_ids"].shape == (4, max(lengths))  # padded
+    assert model.flops_per_batch is None  # before any batch
+    model.on_after_batch_transfer(batch, 0)
+    expected = sum(n * model.backbone.flops_per_token(seq_len=n) for n in lengths)
+    assert model.flops_per_batch == expected
+    padded = batch["input_ids"].numel() * model.backbone.flops_per_token(seq_len=max(lengths))
+    assert model.flops_per_batch < padded
+    assert batch_tokens(batch) == sum(lengths) < batch["input_ids"].numel()
+
+    lm = GPTModule(50, BACKBONE)
+    windows = torch.randint(0, 50, (3, 8))
+    lm.on_after_batch_transfer((windows, windows), 0)
+    assert lm.flops_per_batch == 3 * 8 * lm.backbone.flops_per_token(seq_len=8)
+    assert batch_tokens((windows, windows)) == 24

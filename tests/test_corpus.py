@@ -12,9 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from gptlab.data import corpus as corpus_module
-from gptlab.data.corpus import CorpusError, Preprocessing, build_token_cache
+from gptlab.data import encoding
+from gptlab.data.cache import build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
+from gptlab.data.documents import CorpusError, Preprocessing
 from gptlab.data.readers import CorpusFormatError
 from gptlab.tokenization import END_OF_TEXT, BPETokenizer, ByteTokenizer, CharTokenizer
 from tests.conftest import CHINESE, ENGLISH
@@ -95,7 +96,7 @@ def test_bpe_cuts_only_where_tokens_do_not_change(tmp_path):
 
 def test_pool_of_workers_gives_the_same_ids(tmp_path, monkeypatch):
     (tmp_path / "d.txt").write_text(MIXED, encoding="utf-8")
-    monkeypatch.setattr(corpus_module, "MIN_BYTES_FOR_POOL", 0)
+    monkeypatch.setattr(encoding, "MIN_BYTES_FOR_POOL", 0)
     pooled = build_token_cache(
         tmp_path / "d.txt", CharTokenizer(), tmp_path / "c", num_proc=2, chunk_chars=500
     )
@@ -228,7 +229,7 @@ def test_killed_preparation_is_not_trusted_and_is_redone(tmp_path):
     # A process killed (SIGKILL: no clean-up runs) after writing part of the tokens.
     child = textwrap.dedent(f"""
         import os, signal
-        from gptlab.data.corpus import build_token_cache
+        from gptlab.data.cache import build_token_cache
         from gptlab.tokenization import CharTokenizer
 
         class DiesMidway(CharTokenizer):

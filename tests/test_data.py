@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.data.corpus import CorpusError, build_token_cache
+from gptlab.data.cache import build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.data.datasets import TokenWindows
+from gptlab.data.documents import CorpusError
 from gptlab.tokenization import CharTokenizer
 
 

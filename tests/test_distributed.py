@@ -96,10 +96,11 @@ def test_two_gloo_processes_on_half_batches_equal_one_process_on_the_whole(compo
 
 
 def test_multirun_with_the_script_launcher_stops_at_once(compose_train, corpus, monkeypatch):
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
     trainer = type("FakeTrainer", (), {})()
-    trainer.strategy = type("FakeStrategy", (), {"launcher": object.__new__(_SubprocessScriptLauncher)})()
+    trainer.strategy = "the strategy"
+    monkeypatch.setattr(
+        "gptlab.run.hydra.relaunches_command_line", lambda strategy: strategy == "the strategy"
+    )
     monkeypatch.setattr("gptlab.run.hydra.in_multirun", lambda: True)
     with pytest.raises(SweepSetupError, match="trainer=ddp_spawn .*trainer=ddp_sim"):
         refuse_script_launcher_in_sweep(trainer)

@@ -11,7 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
-from gptlab.data.datamodules import ClassificationDataModule, PretrainDataModule
+from gptlab.data.classification import ClassificationDataModule
+from gptlab.data.datamodules import PretrainDataModule
 from gptlab.eval import evaluate
 from gptlab.models.gpt import GPTConfig
 from gptlab.models.io import load_module

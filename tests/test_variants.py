@@ -152,6 +152,11 @@ def test_bad_switches_are_explained():
         GPTConfig(vocab_size=VOCAB, **TINY, n_kv_head=3)
     with pytest.raises(ValueError, match="rotary embeddings need an even head size"):
         GPTConfig(vocab_size=VOCAB, n_head=4, n_embd=12, pos_embedding="rope")
+    for key in ("pos_embedding", "mlp", "gelu_approximate"):
+        with pytest.raises(ValueError, match=rf"model.backbone.{key}='other' is not one of \("):
+            GPTConfig(vocab_size=VOCAB, **{key: "other"})
+    with pytest.raises(ValueError, match="n_embd=100 is not divisible by n_head=3"):
+        GPTConfig(vocab_size=VOCAB, n_embd=100, n_head=3)
 
 
 def test_the_modern_experiment_turns_every_switch_on(compose_train):

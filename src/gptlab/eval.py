@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptlab.data.datamodules import ClassificationDataModule
+from gptlab.data.classification import ClassificationDataModule
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir, instantiate_group

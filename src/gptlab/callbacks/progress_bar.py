@@ -12,8 +12,8 @@ class SteppedRichProgressBar(RichProgressBar):
     """``RichProgressBar`` that moves the training bar and reads the progress-bar metrics every
     ``update_every_n_batches`` batches, and on the last batch of an epoch or of the run.
 
-    Lightning's bar does both on every batch, though it redraws only ``refresh_rate`` times a second:
-    measured at 0.18 ms of a 30 ms CPU step.
+    Lightning's bar does both on every batch, though it redraws only ``refresh_rate`` times a second,
+    which is a visible share of a small CPU step (benchmarks/MEASUREMENTS.md, section 4).
     """
 
     def __init__(self, update_every_n_batches: int = 10, **kwargs: Any) -> None:

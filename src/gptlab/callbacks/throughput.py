@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ThroughputMonitor
 
+from gptlab.run.lightning_private import set_peak_flops
+
 
 def batch_size(batch: Any) -> int:
     """Samples in a gptlab batch: ``(inputs, targets)`` windows or a classification mapping."""
@@ -15,15 +17,18 @@ def batch_size(batch: Any) -> int:
 
 
 def batch_tokens(batch: Any) -> int:
-    """Token positions the model computed in a gptlab batch (padding included: it costs the same, and
-    counting only real tokens would need a device-to-host sync every step)."""
-    return (batch["input_ids"] if isinstance(batch, Mapping) else batch[0]).numel()
+    """Real tokens in a gptlab batch: every window's, or a padded batch's unmasked ones (the monitor
+    synchronizes the device before asking, so counting them costs no extra wait)."""
+    if isinstance(batch, Mapping):
+        return int(batch["attention_mask"].sum())
+    return batch[0].numel()
 
 
 class GPTThroughputMonitor(ThroughputMonitor):
     """Lightning's ``ThroughputMonitor`` for gptlab's batches.
 
-    FLOPs come from the module's ``flops_per_batch`` (the model shape: 6N + 12·L·H·Q·T per token).
+    FLOPs come from the module's ``flops_per_batch`` (the model shape: 6N + 12·L·H·Q·T per token, for
+    the batch's real tokens).
     Lightning knows the peak FLOPs of common GPUs; ``peak_flops`` sets it for anything else (a CPU, a new
     chip) so MFU is logged there too.
     """
@@ -35,6 +40,4 @@ class GPTThroughputMonitor(ThroughputMonitor):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if self.peak_flops:
-            self.available_flops = int(self.peak_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.available_flops
+            set_peak_flops(self, int(self.peak_flops))

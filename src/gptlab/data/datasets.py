@@ -55,7 +55,7 @@ class TokenWindows(Dataset):
     def _gather(self, indices: Sequence[int]) -> torch.Tensor:
         offsets = self.start + np.asarray(indices, dtype=np.int64) * self.stride
         # One fancy-indexing read on a plain ndarray view: slicing the memmap window by window built a
-        # memmap object per window (0.19 ms for a batch of 12 inside a training loop; 0.14 ms this way).
+        # memmap object per window, which was slower (benchmarks/MEASUREMENTS.md, section 4).
         windows = np.asarray(self.tokens)[offsets[:, None] + self._positions]
         return torch.from_numpy(windows.astype(np.int64))
 

@@ -199,8 +199,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 class ResumableDataLoader(DataLoader):
-    """A DataLoader that counts the batches it served this epoch and, being ``_Stateful``, has that
-    count saved by Lightning in every checkpoint; on resume its sampler skips them."""
+    """A DataLoader that counts the batches it served this epoch and, having ``state_dict`` and
+    ``load_state_dict`` (:data:`gptlab.run.lightning_private.StatefulLoader`), has that count saved by
+    Lightning in every checkpoint; on resume its sampler skips them."""
 
     def __iter__(self) -> Iterator[Any]:
         served = getattr(self, "_resume_at", 0)

@@ -103,7 +103,8 @@ class GPTClassifier(GPTModule):
         self.val_acc_best = MaxMetric()
         self.test_acc = MulticlassAccuracy(**metrics, average="micro")
         self.test_f1 = MulticlassF1Score(**metrics, average="macro")
-        # Read and reset by gptlab.callbacks.confusion_matrix after each validation and test.
+        # Reset here at the start of each validation and test; gptlab.callbacks.confusion_matrix reads
+        # them at its end.
         self.val_confmat = MulticlassConfusionMatrix(**metrics)
         self.test_confmat = MulticlassConfusionMatrix(**metrics)
 
@@ -115,6 +116,9 @@ class GPTClassifier(GPTModule):
     def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Padded token ids and their mask (B, T) -> class logits (B, classes)."""
         return self.head(self.backbone(input_ids), attention_mask)
+
+    def sequence_lengths(self, batch: Batch) -> torch.Tensor:
+        return batch["attention_mask"].sum(1)
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.backbone(batch["input_ids"])

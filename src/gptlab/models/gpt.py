@@ -11,7 +11,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,12 @@ from gptlab.models.layers import Rotary, apply_rotary, make_norm
 if TYPE_CHECKING:
     from gptlab.models.generation import KVCache
 
-POS_EMBEDDINGS = ("learned", "rope")
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
-GELU_APPROXIMATIONS = ("none", "tanh")
+PosEmbedding = Literal["learned", "rope"]
+Norm = Literal["layernorm", "rmsnorm"]
+MLPKind = Literal["gelu", "swiglu"]
+GeluApproximation = Literal["none", "tanh"]
+# The string fields with a fixed set of values, checked once here: the layers trust the config.
+CHOICES = {"pos_embedding": PosEmbedding, "norm": Norm, "mlp": MLPKind, "gelu_approximate": GeluApproximation}
 # Backbone settings a fine-tune (of a gptlab checkpoint or a Hugging Face GPT-2) may choose for itself:
 # they change how it trains or computes, not what the weights mean (pad_vocab_to_multiple only adds
 # embedding rows no id looks up). Every other setting is the pretrained model's, except block_size,
@@ -47,17 +49,17 @@ class GPTConfig:
     # The embedding (and the tied head's matmul) get rows up to a multiple of this; the extra ids are
     # never looked up, and the head drops their logits. 1 turns padding off.
     pad_vocab_to_multiple: int = 64
-    pos_embedding: str = "learned"  # "learned" (GPT-2) or "rope"
+    pos_embedding: PosEmbedding = "learned"  # GPT-2's, or rotary
     rope_base: float = 10000.0
-    norm: str = "layernorm"  # or "rmsnorm"
-    mlp: str = "gelu"  # or "swiglu"
+    norm: Norm = "layernorm"
+    mlp: MLPKind = "gelu"
     mlp_hidden: int | None = None  # None: 4·n_embd for gelu, 8/3·n_embd up to a multiple of 64 for swiglu
     n_kv_head: int | None = None  # fewer key/value heads than query heads: grouped-query attention
     # The GELU MLP's activation: "none" is the exact erf form (torch's default); "tanh" is the
     # approximation GPT-2 was trained with ("gelu_new" in Hugging Face), which imported weights need.
-    gelu_approximate: str = "none"
+    gelu_approximate: GeluApproximation = "none"
     # Run the attention call in float32 even under bf16/fp16 autocast: on CPUs, bf16 attention's
-    # backward is 9-11x slower than fp32's. Leave off on GPUs, where flash attention wants bf16.
+    # backward is much slower than fp32's. Leave off on GPUs, where flash attention wants bf16.
     attention_fp32: bool = False
 
     def __post_init__(self) -> None:
@@ -69,14 +71,11 @@ class GPTConfig:
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "choose model.backbone.n_embd as a multiple of model.backbone.n_head"
             )
-        for key, allowed in (
-            ("pos_embedding", POS_EMBEDDINGS),
-            ("norm", NORMS),
-            ("mlp", MLPS),
-            ("gelu_approximate", GELU_APPROXIMATIONS),
-        ):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"model.backbone.{key}={getattr(self, key)!r} is not one of {allowed}")
+        for key, choice in CHOICES.items():
+            if getattr(self, key) not in get_args(choice):
+                raise ValueError(
+                    f"model.backbone.{key}={getattr(self, key)!r} is not one of {get_args(choice)}"
+                )
         if self.n_head % self.kv_heads:
             raise ValueError(
                 f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}; each key/value head "
@@ -184,8 +183,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=past == 0,
             # Grouped-query attention: each key/value head serves n_head / n_kv_head query heads. SDPA
-            # shares them itself (torch >= 2.5): a decode step's attention ran 3x faster than after
-            # copying them with repeat_interleave.
+            # shares them itself (torch >= 2.5), faster than copying them with repeat_interleave.
             enable_gqa=self.n_kv_head != self.n_head,
         )
         if self.attention_fp32:

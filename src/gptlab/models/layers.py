@@ -7,12 +7,11 @@ from torch import nn
 
 
 def make_norm(kind: str, dim: int, bias: bool) -> nn.Module:
-    """``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (scale only, no centring and no bias: LLaMA)."""
-    if kind == "layernorm":
-        return nn.LayerNorm(dim, bias=bias)
+    """``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (scale only, no centring and no bias: LLaMA); the kind
+    was checked by ``GPTConfig``."""
     if kind == "rmsnorm":
         return nn.RMSNorm(dim, eps=1e-5)  # LayerNorm's eps, not torch's default float epsilon
-    raise ValueError(f"unknown norm {kind!r}; use 'layernorm' or 'rmsnorm'")
+    return nn.LayerNorm(dim, bias=bias)
 
 
 class Rotary(nn.Module):
@@ -22,12 +21,11 @@ class Rotary(nn.Module):
     turns at frequency ``base ** (-2i / head_dim)``.
 
     Holds no weights: the cos/sin tables are rebuilt from the config, so checkpoints do not carry them.
+    ``head_dim`` is even (``GPTConfig`` checks it).
     """
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
         super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary embeddings pair up channels: head_dim={head_dim} must be even")
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
         # Built in float64 then stored in float32: angles at large positions keep their precision.

@@ -96,8 +96,11 @@ class GPTModule(L.LightningModule):
         # Not a saved hyperparameter: a checkpoint loads into an uncompiled model, and nn.Module.compile
         # compiles in place, so state_dict keys never get an `_orig_mod.` prefix.
         self.compile_backbone = compile
-        # the shape never changes: counted once, not on every step the throughput monitor asks
-        self._flops_per_token = self.backbone.flops_per_token()
+        # The shape never changes: FLOPs per token (6 per weight) and per token and position of context
+        # (attention) are counted once, not on every step the throughput monitor asks.
+        self._flops_per_token = self.backbone.flops_per_token(seq_len=0)
+        self._flops_per_position = self.backbone.flops_per_token(seq_len=1) - self._flops_per_token
+        self._last_batch: Any = None
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = WeightedMean()
         self.val_ppl = Perplexity()
@@ -107,13 +110,25 @@ class GPTModule(L.LightningModule):
         if self.compile_backbone:
             self.backbone.compile()
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        self._last_batch = batch  # counted only if the throughput monitor asks (flops_per_batch)
+        return batch
+
+    def sequence_lengths(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The real tokens of each sequence of a batch: every window of a causal-LM batch is full."""
+        inputs = batch[0]
+        return torch.full((inputs.size(0),), inputs.size(1))
+
     @property
     def flops_per_batch(self) -> int | None:
-        """Training FLOPs of one device's micro-batch of full windows, for the throughput monitor's MFU."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if datamodule is None:
+        """Training FLOPs of the last batch's real tokens, padding excluded, for the throughput monitor's
+        MFU: each sequence of length T costs T times :meth:`GPT.flops_per_token` at context T."""
+        if self._last_batch is None:
             return None
-        return self._flops_per_token * datamodule.batch_plan.micro_batch * self.config.block_size
+        lengths = self.sequence_lengths(self._last_batch).to("cpu", torch.int64)
+        return int(
+            self._flops_per_token * lengths.sum() + self._flops_per_position * (lengths * lengths).sum()
+        )
 
     def _backbone_hparams(self) -> dict[str, Any]:
         hparams = self.config.to_dict()
@@ -138,7 +153,7 @@ class GPTModule(L.LightningModule):
         return loss
 
     def logs_this_step(self, batch_idx: int) -> bool:
-        """Logging forces a host sync and costs ~0.3 ms a call, so training metrics report the mean of the
+        """Logging forces a host sync on every call, so training metrics report the mean of the
         last ``log_every_n_steps`` steps, on the last micro-batch of the steps the Trainer writes out."""
         trainer = self.trainer
         if trainer.fast_dev_run:

@@ -16,10 +16,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
+from gptlab.run.lightning_private import relaunches_command_line
 
 log = logging.getLogger(__name__)
 JOB_ERROR_FILE = "job_error.txt"
@@ -70,7 +70,7 @@ def in_multirun() -> bool:
 def refuse_script_launcher_in_sweep(trainer: Trainer) -> None:
     """Lightning's ``ddp`` strategy starts the other ranks by running this command line again, which in a
     Hydra multirun would start the whole sweep again in every rank."""
-    if in_multirun() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    if in_multirun() and relaunches_command_line(trainer.strategy):
         raise SweepSetupError(
             "trainer.strategy=ddp relaunches the command line once per device, which a Hydra multirun (-m) "
             "cannot do. In a sweep use trainer=ddp_spawn (or trainer=ddp_sim on CPU), or "
