@@ -35,3 +35,16 @@ def atomic_write(path: str | os.PathLike, binary: bool = False, newline: str | N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable_dir(path: str | os.PathLike, setting: str) -> None:
+    """Refuse a directory that cannot be created or written in, naming the setting that gave it."""
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file, not a directory" if not existing.is_dir() else "is not writable"
+        raise PermissionError(
+            f"{setting}: cannot write in '{path}': '{existing}' {why}; set {setting} to a directory you "
+            "can write in"
+        )
