@@ -276,3 +276,25 @@ def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path, m
         os.umask(previous)
     assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
     assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_an_interrupt_checkpoint_is_saved_without_lightnings_weights_only_notice(tmp_path, caplog):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from gptlab.callbacks.fault_tolerance import InterruptCheckpoint
+
+    class Preempted(L.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            raise SIGTERMException
+
+    model = GPTModule(vocab_size=8, backbone={"block_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 8})
+    model.optimizer_factory = torch.optim.AdamW
+    trainer = L.Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[InterruptCheckpoint(str(tmp_path)), Preempted()], enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader([(torch.zeros(4, dtype=torch.long),) * 2], batch_size=1)
+    with caplog.at_level("INFO"), pytest.raises(SIGTERMException):
+        trainer.fit(model, loader)
+    assert "optimizer_states" in checkpoint(tmp_path / "interrupted.ckpt")  # the whole training state
+    assert "weights_only" not in caplog.text

@@ -49,7 +49,9 @@ class InterruptCheckpoint(L.Callback):
         ctrl_c = isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1
         if not (sigterm or ctrl_c) or trainer.state.fn != TrainerFn.FITTING:
             return
-        trainer.save_checkpoint(self.ckpt_path)
+        # weights_only=False: the whole training state. (Left unset, Lightning logs "`weights_only` was not
+        # set, defaulting to False", which reads like an unsafe torch.load; every load here is weights-only.)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         rank_zero_info(
             f"{'SIGTERM' if sigterm else 'Ctrl-C'} at step {trainer.global_step}: saved {self.ckpt_path}; "
             "resume with ckpt_path=last (same run directory) or ckpt_path=<that file>"
