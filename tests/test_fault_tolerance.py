@@ -69,11 +69,17 @@ def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_trai
         torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)
 
 
-def test_resume_with_dropout_is_exact(compose_train, corpus, tmp_path):
+@pytest.mark.parametrize(
+    "hardware",
+    [[], pytest.param(["trainer=gpu", "trainer.deterministic=true"], marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a GPU (dropout then draws from the CUDA generator)"))],
+    ids=["cpu", "gpu"],
+)  # fmt: skip
+def test_resume_with_dropout_is_exact(compose_train, corpus, tmp_path, hardware):
     common = [
         f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "model.backbone.n_layer=1", "data.steps_per_epoch=3",
         "model.backbone.dropout=0.1", "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0",
-        "+trainer.limit_val_batches=1",
+        "+trainer.limit_val_batches=1", *hardware,
     ]  # fmt: skip
     train(compose_train(*common, "trainer.max_steps=6", f"paths.output_dir={tmp_path / 'whole'}"))
     train(compose_train(*common, "trainer.max_steps=4", f"paths.output_dir={tmp_path / 'legs'}"))
