@@ -33,10 +33,10 @@ def checkpoint(path: Path) -> dict:
 @pytest.mark.slow
 def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_train, corpus, tmp_path):
     # steps_per_epoch=15: the first leg crosses an epoch and stops mid-epoch, so the resumed loader
-    # must skip the 5 batches it already served in epoch 1
+    # must skip the 5 batches it already served in epoch 1; dropout: the random states must resume too
     common = [
         f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "data.steps_per_epoch=15",
-        "trainer.deterministic=true", "trainer.val_check_interval=10",
+        "trainer.deterministic=true", "trainer.val_check_interval=10", "model.backbone.dropout=0.1",
         "model.scheduler.total_steps=40", "model.scheduler.warmup_steps=5",
     ]  # fmt: skip
     whole = compose_train(*common, "trainer.max_steps=40", f"paths.output_dir={tmp_path / 'whole'}")
@@ -67,6 +67,45 @@ def test_twenty_steps_resumed_for_twenty_more_equal_forty_in_one_go(compose_trai
     moments = [c["optimizer_states"][0]["state"].values() for c in (a, b)]
     for x, y in zip(*moments, strict=True):
         torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "hardware",
+    [[], pytest.param(["trainer=gpu", "trainer.deterministic=true"], marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a GPU (dropout then draws from the CUDA generator)"))],
+    ids=["cpu", "gpu"],
+)  # fmt: skip
+def test_resume_with_dropout_is_exact(compose_train, corpus, tmp_path, hardware):
+    common = [
+        f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "model.backbone.n_layer=1", "data.steps_per_epoch=3",
+        "model.backbone.dropout=0.1", "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0",
+        "+trainer.limit_val_batches=1", *hardware,
+    ]  # fmt: skip
+    train(compose_train(*common, "trainer.max_steps=6", f"paths.output_dir={tmp_path / 'whole'}"))
+    train(compose_train(*common, "trainer.max_steps=4", f"paths.output_dir={tmp_path / 'legs'}"))
+    resumed_from = tmp_path / "legs" / "checkpoints" / "last.ckpt"
+    assert len(checkpoint(resumed_from)["random_states"]) == 1  # one process
+    train(compose_train(*common, "trainer.max_steps=6", f"paths.output_dir={tmp_path / 'legs'}",
+                        f"ckpt_path={resumed_from}"))  # fmt: skip
+    a = checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    b = checkpoint(tmp_path / "legs" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 6
+    for name, weight in a["state_dict"].items():
+        torch.testing.assert_close(weight, b["state_dict"][name], rtol=0, atol=0)
+
+
+def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from gptlab.callbacks.fault_tolerance import random_states, set_random_states
+
+    torch.save({"random_states": [random_states()]}, tmp_path / "states.ckpt")
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    (states,) = torch.load(tmp_path / "states.ckpt", weights_only=True)["random_states"]
+    set_random_states(states)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
 def test_a_new_run_in_a_used_run_directory_starts_afresh_without_ckpt_path(
@@ -231,3 +270,37 @@ def test_last_checkpoint_is_the_newest_step_even_when_val_loss_did_not_improve(c
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best-step000010.ckpt", "last.ckpt"]
     assert checkpoint(checkpoints / "last.ckpt")["global_step"] == 20
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+        (tmp_path / "plain").touch()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_an_interrupt_checkpoint_is_saved_without_lightnings_weights_only_notice(tmp_path, caplog):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from gptlab.callbacks.fault_tolerance import InterruptCheckpoint
+
+    class Preempted(L.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            raise SIGTERMException
+
+    model = GPTModule(vocab_size=8, backbone={"block_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 8})
+    model.optimizer_factory = torch.optim.AdamW
+    trainer = L.Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[InterruptCheckpoint(str(tmp_path)), Preempted()], enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader([(torch.zeros(4, dtype=torch.long),) * 2], batch_size=1)
+    with caplog.at_level("INFO"), pytest.raises(SIGTERMException):
+        trainer.fit(model, loader)
+    assert "optimizer_states" in checkpoint(tmp_path / "interrupted.ckpt")  # the whole training state
+    assert "weights_only" not in caplog.text

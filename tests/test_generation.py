@@ -108,3 +108,36 @@ def test_module_generate_uses_the_cache_by_default_and_writes_the_same_text():
     text = model.generate("abc", max_new_tokens=6, top_k=1)
     assert fed == [3] + [1] * 5
     assert text == model.generate("abc", max_new_tokens=6, top_k=1, use_cache=False)
+
+
+def test_generate_refuses_settings_it_would_ignore_or_misread(tmp_path):
+    from gptlab.generate import generate
+    from gptlab.run.hydra import refuse_unknown_settings
+    from tests.conftest import compose_config
+    from tests.test_classification import save_checkpoint, tiny_classifier
+
+    classifier = save_checkpoint(tiny_classifier(), tmp_path / "classifier.ckpt")
+    compose = lambda *o: compose_config(tmp_path, f"ckpt_path={classifier}", *o, config_name="generate")  # noqa: E731
+    for override, error in (
+        ("+top_p=0.9", "gptlab-generate has no setting 'top_p'; its settings are ckpt_path, device"),
+        ("max_new_tokens=-5", r"max_new_tokens=-5: give the number of tokens to write, 0 or more"),
+        ("top_k=-1", r"top_k=-1: sample among the k likeliest tokens \(k >= 1\), or top_k=0 / null"),
+        ("temperature=0.8", "holds a text classifier .*not a language model; gptlab-predict labels"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            generate(compose(override))
+    # the command line stops before Hydra, which would refuse top_p=... and suggest +top_p=..., ignored
+    for arg in ("top_p=0.9", "+top_p=0.9", "++top_p=0.9"):
+        with pytest.raises(SystemExit, match="gptlab-generate has no setting 'top_p' .*prompt, seed"):
+            refuse_unknown_settings(["ckpt_path=x", "prompt=hi", arg], "generate")
+    refuse_unknown_settings(["ckpt_path=x", "top_k=5", "paths.log_dir=y", "hydra.verbose=true"], "generate")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_named(tmp_path):
+    from gptlab.generate import generate
+    from tests.conftest import compose_config
+
+    cfg = compose_config(tmp_path, f"ckpt_path={tmp_path}/x.ckpt", "device=cuda", config_name="generate")
+    with pytest.raises(ValueError, match=r"device=cuda, but torch .* finds no CUDA GPU; use device=cpu"):
+        generate(cfg)

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab.eval import evaluate
 from gptlab.models.module import GPTModule
 from gptlab.predict import predict
+from gptlab.run.files import umask as current_umask
 from gptlab.train import train
 from tests.conftest import compose_config
 from tests.test_classification import (
@@ -144,3 +145,57 @@ def test_predict_refuses_a_language_model(tmp_path):
     cfg = compose_config(tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path / 't.txt'}", config_name="predict")
     with pytest.raises(ValueError, match="holds a language model, not a classifier; gptlab-generate"):
         predict(cfg)
+
+
+def test_predict_never_writes_over_its_input_or_an_unrelated_file(tmp_path):
+    table = tmp_path / "texts.csv"
+    table.write_text("text\nMr. Darcy bowed.\n", encoding="utf-8")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n", encoding="utf-8")
+    common = [f"ckpt_path={tmp_path / 'never-read.ckpt'}", f"input={table}"]
+    for output, overwrite, error in (
+        (table, "true", "output=.*texts.csv is one of the input files; predicting would replace the texts"),
+        (tmp_path / "." / "texts.csv", "false", "is one of the input files"),
+        (notes, "false", "exists and is not an earlier gptlab-predict file; .* or overwrite=true"),
+    ):
+        cfg = compose_config(tmp_path, *common, f"output={output}", f"overwrite={overwrite}",
+                             config_name="predict")  # fmt: skip
+        with pytest.raises(FileExistsError, match=error):
+            predict(cfg)
+    assert table.read_text(encoding="utf-8") == "text\nMr. Darcy bowed.\n"
+    assert notes.read_text(encoding="utf-8") == "a,b\n1,2\n"
+
+
+def test_predict_replaces_earlier_predictions_whole_or_not_at_all(classifier_run, tmp_path, monkeypatch):
+    _, run_dir = classifier_run
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Emma Woodhouse\nMr. Darcy bowed.\n", encoding="utf-8")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n", encoding="utf-8")
+    common = [f"ckpt_path={best_checkpoint(run_dir)}", f"input={texts}"]
+    compose = functools.partial(compose_config, tmp_path, *common, config_name="predict")
+    predict(compose(f"output={notes}", "overwrite=true"))  # asked for: replaced
+    first = notes.read_text(encoding="utf-8")
+    assert first.startswith("line,label,p_") and len(read_predictions(notes)) == 2
+    assert notes.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+    def fails_midway(*args, **kwargs):
+        yield torch.tensor([1.0] + [0.0] * 5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gptlab.predict.predict_probabilities", fails_midway)
+    with pytest.raises(KeyboardInterrupt):
+        predict(compose(f"output={notes}"))  # an earlier prediction file: no overwrite=true needed
+    assert notes.read_text(encoding="utf-8") == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv", "texts.txt"]  # no temporary file left
+
+
+def test_predict_errors_name_its_own_settings(tmp_path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("café\n".encode("latin-1"))
+    for source, error in ((tmp_path / "nowhere.txt", "point input at"), (latin, "set encoding_errors=")):
+        cfg = compose_config(tmp_path, f"ckpt_path={tmp_path / 'x.ckpt'}", f"input={source}",
+                             config_name="predict")  # fmt: skip
+        with pytest.raises((FileNotFoundError, ValueError), match=error) as err:
+            predict(cfg)  # the rows are read before the (missing) checkpoint is
+        assert "data." not in str(err.value)

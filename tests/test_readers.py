@@ -108,3 +108,57 @@ def test_unsupported_suffix_is_named(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(CorpusFormatError, match="unsupported format; use one of .txt, .jsonl, .csv, .tsv"):
         list(iter_records(path, ["text"]))
+
+
+def test_a_json_object_or_list_as_text_is_refused_and_numbers_read_as_one_label(tmp_path):
+    for value, kind in (({"en": "hi"}, "object"), (["a", "b"], "list")):
+        rows = write_jsonl(
+            tmp_path / f"{kind}.jsonl", [{"text": "fine", "label": 1}, {"text": value, "label": 2}]
+        )
+        with pytest.raises(CorpusFormatError, match=rf"line 2: field 'text' is a JSON {kind}, not a string"):
+            list(iter_records(rows, ["text", "label"]))
+    rows = write_jsonl(tmp_path / "numbers.jsonl", [{"text": "a", "label": x} for x in (1, 1.0, 2.5, True)])
+    assert [r["label"] for _, r in iter_records(rows, ["text", "label"])] == ["1", "1", "2.5", "true"]
+
+
+def test_long_csv_cells_and_an_excel_byte_order_mark_are_read(tmp_path):
+    table = tmp_path / "excel.csv"
+    long = "字" * 100_000  # 300 KB of UTF-8, over the csv module's default 128 KiB a cell
+    table.write_bytes("\ufefftext,label\n".encode() + f'"{long}",x\nshort,y\n'.encode())
+    assert [r["text"] for _, r in iter_records(table, ["text", "label"])] == [long, "short"]
+    text = tmp_path / "bom.txt"
+    text.write_bytes("\ufeff第一行\n".encode())
+    assert list(iter_lines(text)) == [(1, "第一行\n")]
+
+
+def test_a_json_array_gzip_bytes_and_replaced_bytes_are_named(tmp_path, caplog):
+    array = tmp_path / "rows.json"
+    for content in ('[{"text": "a"}, {"text": "b"}]\n', '[\n  {"text": "a"}\n]\n'):
+        array.write_text(content, encoding="utf-8")
+        with pytest.raises(CorpusFormatError, match=r"holds a JSON array; .* JSON Lines, one object .*jq -c"):
+            list(iter_records(array, ["text"]))
+    packed = tmp_path / "notes.txt"
+    packed.write_bytes(gzip.compress("你好\n".encode()))
+    with pytest.raises(CorpusFormatError, match=r"is gzip-compressed .*; rename it to 'notes.txt.gz'"):
+        list(iter_lines(packed))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff\xfe here\n\xef\xbf\xbd kept\n\xe4\xbd\n")
+    with caplog.at_level("INFO"):
+        lines = [line for _, line in iter_lines(bad, errors="replace")]
+    assert lines == ["ok \ufffd\ufffd here\n", "\ufffd kept\n", "\ufffd\n"]
+    assert (
+        "bad.txt': 4 undecodable byte(s) replaced with U+FFFD (data.encoding_errors=replace)" in caplog.text
+    )
+
+
+def test_errors_name_the_settings_of_the_command_that_reads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist; point input at a file"):
+        expand_paths(tmp_path / "nowhere.txt", key="input")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(CorpusFormatError, match=r"or set encoding_errors=replace") as err:
+        list(iter_records(latin, ["text"], prefix=""))
+    assert "data." not in str(err.value)
+    rows = write_jsonl(tmp_path / "r.jsonl", [{"body": "x"}])
+    with pytest.raises(CorpusFormatError, match=r"has no field 'text' .*; set text_field to the right names"):
+        list(iter_records(rows, ["text"], prefix=""))

@@ -11,6 +11,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptlab.data.classification import ClassificationDataModule
+from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir, instantiate_group
 from gptlab.run.record import log_config
@@ -27,6 +29,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     # The checkpoint's tokenizer (and label names) decide how the data is encoded.
     datamodule = instantiate(cfg.data, **model.data_kwargs())
+    if isinstance(model, GPTClassifier) != isinstance(datamodule, ClassificationDataModule):
+        raise ValueError(
+            f"checkpoint '{cfg.ckpt_path}' holds a {type(model).__name__} but the data config makes a "
+            f"{type(datamodule).__name__}; test a classifier on labelled rows (data=austen "
+            "data.path=<file>) and a language model on a corpus (data=shakespeare, or data=corpus "
+            "data.path=<file>)"
+        )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -5,31 +5,65 @@ gptlab-generate ckpt_path=path/to/last.ckpt prompt="ROMEO:" max_new_tokens=300 t
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 import torch
 from omegaconf import DictConfig
 
+from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
-from gptlab.run.hydra import check_config_dir
+from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings, settings_of
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """Return ``cfg.num_samples`` continuations of ``cfg.prompt`` (prompt included)."""
+    check_settings(cfg)
     model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
+    if isinstance(model, GPTClassifier):
+        raise ValueError(
+            f"checkpoint '{cfg.ckpt_path}' holds a text classifier ({len(model.label_names)} labels), not a "
+            "language model; gptlab-predict labels texts with it. Generate from a pretraining checkpoint"
+        )
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    top_k = cfg.top_k if cfg.top_k and cfg.top_k > 0 else None
+    top_k = cfg.top_k or None
     return [
         cfg.prompt + model.generate(cfg.prompt, cfg.max_new_tokens, cfg.temperature, top_k, generator)
         for _ in range(cfg.num_samples)
     ]
 
 
+def check_settings(cfg: DictConfig) -> None:
+    unknown = sorted(set(cfg) - settings_of("generate"))
+    if unknown:
+        raise ValueError(
+            f"gptlab-generate has no setting {unknown[0]!r}; its settings are "
+            f"{', '.join(sorted(settings_of('generate')))}"
+        )
+    if not (isinstance(cfg.max_new_tokens, int) and cfg.max_new_tokens >= 0):
+        raise ValueError(
+            f"max_new_tokens={cfg.max_new_tokens}: give the number of tokens to write, 0 or more"
+        )
+    if cfg.top_k is not None and not (isinstance(cfg.top_k, int) and cfg.top_k >= 0):
+        raise ValueError(
+            f"top_k={cfg.top_k}: sample among the k likeliest tokens (k >= 1), or top_k=0 / null for all"
+        )
+    if cfg.num_samples < 1:
+        raise ValueError(f"num_samples={cfg.num_samples}: give 1 or more")
+    check_device(cfg.device)
+
+
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="generate")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     for i, text in enumerate(generate(cfg)):
         if i:
             print("\n" + "-" * 40)
         print(text)
+
+
+def main() -> None:
+    refuse_unknown_settings(sys.argv[1:], "generate")
+    hydra_main()
 
 
 if __name__ == "__main__":

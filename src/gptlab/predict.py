@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
-from gptlab.run.hydra import check_config_dir
+from gptlab.run.files import atomic_write
+from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,21 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> Path:
     """Write ``cfg.output``: for every input row its line, the predicted label and each class's
     probability (``p_<label>``); return the output path."""
+    inputs = expand_paths(cfg.input, key="input")
+    output = Path(cfg.output)
+    check_output(output, inputs, cfg.overwrite)
+    check_device(cfg.device)
+    rows = [
+        (line, record[cfg.text_field] or "")
+        for file in inputs
+        for line, record in iter_records(file, [cfg.text_field], cfg.encoding_errors, prefix="")
+    ]
     model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
     if not isinstance(model, GPTClassifier):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "
             "gptlab-generate samples text from it"
         )
-    rows = [
-        (line, record[cfg.text_field] or "")
-        for file in expand_paths(cfg.input)
-        for line, record in iter_records(file, [cfg.text_field], errors=cfg.encoding_errors)
-    ]
     blank = [line for line, text in rows if not text.strip()]
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
@@ -50,11 +56,10 @@ def predict(cfg: DictConfig) -> Path:
         predict_probabilities(model, texts, cfg.batch_size, cfg.truncation, cfg.unknown_chars)
     )
 
-    output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="", encoding="utf-8") as stream:
+    with atomic_write(output, newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["line", "label", *(f"p_{name}" for name in model.label_names)])
+        writer.writerow([*HEADER, *(f"p_{name}" for name in model.label_names)])
         for line, text in rows:
             if not text.strip():
                 writer.writerow([line, "", *[""] * len(model.label_names)])
@@ -64,6 +69,32 @@ def predict(cfg: DictConfig) -> Path:
             writer.writerow([line, label, *(f"{p:.6f}" for p in probs.tolist())])
     log.info(f"wrote {len(rows)} predictions to {output}")
     return output
+
+
+HEADER = ("line", "label")
+
+
+def check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to write predictions over an input, or over a file that holds something else."""
+    if output.resolve() in {path.resolve() for path in inputs}:
+        raise FileExistsError(
+            f"output={output} is one of the input files; predicting would replace the texts with their "
+            "labels. Pass another output=<file>.csv"
+        )
+    if output.is_dir():
+        raise IsADirectoryError(
+            f"output={output} is a directory; pass a file name, e.g. output={output}/preds.csv"
+        )
+    if output.exists() and not overwrite and not _is_predictions(output):
+        raise FileExistsError(
+            f"output={output} exists and is not an earlier gptlab-predict file; pass another "
+            "output=<file>.csv, or overwrite=true to replace it"
+        )
+
+
+def _is_predictions(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.readline().decode("utf-8", errors="replace").strip().split(",")[:2] == list(HEADER)
 
 
 @torch.inference_mode()
@@ -96,8 +127,13 @@ def predict_probabilities(
 
 
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="predict")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     predict(cfg)
+
+
+def main() -> None:
+    refuse_unknown_settings(sys.argv[1:], "predict")
+    hydra_main()
 
 
 if __name__ == "__main__":

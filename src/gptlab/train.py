@@ -42,6 +42,11 @@ def train(cfg: DictConfig) -> float | None:
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)
+    if cfg.train and trainer.max_steps == 0:
+        raise ValueError(
+            "trainer.max_steps=0 trains nothing; give the number of optimizer steps (e.g. "
+            "trainer.max_steps=2000), or train=false to only test"
+        )
 
     # A fine-tune reads its pretrained checkpoint once: the tokenizer and the backbone come from it.
     pretrained = Checkpoint.read(cfg.model.pretrained) if cfg.model.get("pretrained") else None

@@ -1,15 +1,18 @@
-"""Surviving faults: a resumable checkpoint on SIGTERM / Ctrl-C, and a stop at the first non-finite loss."""
+"""Surviving faults: a resumable checkpoint on SIGTERM / Ctrl-C, a stop at the first non-finite loss, and
+the random generator states that make a resumed run draw what an uninterrupted one would."""
 
 from __future__ import annotations
 
 import math
 import os
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -46,7 +49,9 @@ class InterruptCheckpoint(L.Callback):
         ctrl_c = isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1
         if not (sigterm or ctrl_c) or trainer.state.fn != TrainerFn.FITTING:
             return
-        trainer.save_checkpoint(self.ckpt_path)
+        # weights_only=False: the whole training state. (Left unset, Lightning logs "`weights_only` was not
+        # set, defaulting to False", which reads like an unsafe torch.load; every load here is weights-only.)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         rank_zero_info(
             f"{'SIGTERM' if sigterm else 'Ctrl-C'} at step {trainer.global_step}: saved {self.ckpt_path}; "
             "resume with ckpt_path=last (same run directory) or ckpt_path=<that file>"
@@ -98,9 +103,75 @@ class FiniteLossGuard(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        for name, tensor in checkpoint["state_dict"].items():
+        self._check_weights(trainer, checkpoint["state_dict"].items(), "refusing to save a checkpoint")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before the text sampler (listed after this guard) samples from the weights and fails less clearly
+        if not trainer.sanity_checking:
+            self._check_weights(trainer, pl_module.named_parameters(), "the run stops")
+
+    def _check_weights(self, trainer: L.Trainer, weights, consequence: str) -> None:
+        for name, tensor in weights:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteLossError(
-                    f"weight '{name}' is not finite at step {trainer.global_step}; refusing to save a "
-                    f"checkpoint over the last good one. To fix: {self.HINTS}"
+                    f"weight '{name}' is not finite at step {trainer.global_step}; {consequence}, and the "
+                    f"last good checkpoint is kept. To fix: {self.HINTS}"
                 )
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Every rank's random generators (Python, NumPy, torch on the CPU and on each GPU) saved in each
+    checkpoint and put back at the first step of a resumed run, so dropout draws the masks an
+    uninterrupted run would have drawn (Lightning saves the weights, optimizer and loop, not these)."""
+
+    def __init__(self) -> None:
+        self.resumed: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = [random_states()]
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, random_states())
+        checkpoint["random_states"] = states
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("random_states")
+        if states is None or len(states) != trainer.world_size:
+            rank_zero_warn(
+                "the checkpoint holds no random generator states for "
+                f"{trainer.world_size} process(es) (written by an older gptlab, or with another number of "
+                "processes): the resumed run continues, but dropout draws other masks than an "
+                "uninterrupted run would have"
+            )
+            return
+        self.resumed = states[trainer.global_rank]
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # set here, not at load: building the data iterators in between draws from torch's generator
+        if self.resumed is not None:
+            set_random_states(self.resumed)
+            self.resumed = None
+
+
+def random_states() -> dict[str, Any]:
+    """This process's generator states, as tensors and tuples (checkpoints load with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    random.setstate(states["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -15,10 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from gptlab.run.hydra import is_pruned
+from gptlab.run.hydra import JOB_ERROR_FILE, is_pruned
 
 RESULT_FILE = "job_result.json"
 SUMMARY_FILE = "sweep_summary.json"
+
+
+def _job_error(job_dir: str) -> str | None:
+    """The error of a job that failed inside :func:`~gptlab.run.hydra.run_task` (it returned NaN)."""
+    path = Path(job_dir, JOB_ERROR_FILE)
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 class SweepSummary(Callback):
@@ -39,7 +45,11 @@ class SweepSummary(Callback):
             "metric_name": config.get("optimized_metric"),
             "metric": None if failed else metric,
             "status": status,
-            "error": repr(value) if status == "failed" and not completed else None,
+            "error": None
+            if status != "failed"
+            else repr(value)
+            if not completed
+            else _job_error(config.hydra.runtime.output_dir),
             "dir": config.hydra.runtime.output_dir,
         }
         Path(config.hydra.runtime.output_dir, RESULT_FILE).write_text(json.dumps(result, indent=2))

@@ -24,6 +24,7 @@ import numpy as np
 from gptlab.data.documents import CHUNK_CHARS, ENCODING_ERRORS, PIECE_CHARS, CorpusReader, Preprocessing
 from gptlab.data.encoding import prepare_tokens
 from gptlab.data.readers import PathSpec, expand_paths
+from gptlab.run.files import check_writable_dir, umask
 from gptlab.tokenization import Tokenizer
 
 try:  # POSIX only; elsewhere concurrent preparations of one entry are not serialised
@@ -66,7 +67,8 @@ class TokenCache:
 
     @property
     def meta(self) -> dict:
-        return json.loads((self.directory / "meta.json").read_text())
+        with self._damage_named():
+            return json.loads((self.directory / "meta.json").read_text())
 
     @property
     def tokens_path(self) -> Path:
@@ -74,10 +76,33 @@ class TokenCache:
 
     def tokens(self) -> np.memmap:
         meta = self.meta
-        return np.memmap(self.tokens_path, dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
+        with self._damage_named():
+            expected = meta["num_tokens"] * np.dtype(meta["dtype"]).itemsize
+            if self.tokens_path.stat().st_size != expected:
+                raise ValueError(
+                    f"tokens.bin has {self.tokens_path.stat().st_size:,} bytes, not {expected:,}"
+                )
+            return np.memmap(self.tokens_path, dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_json((self.directory / "tokenizer.json").read_text(encoding="utf-8"))
+        with self._damage_named():
+            return Tokenizer.from_json((self.directory / "tokenizer.json").read_text(encoding="utf-8"))
+
+    @contextlib.contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """A complete entry that cannot be read was damaged after it was written (a disk error, a
+        partial copy or sync of the cache): say which directory to delete."""
+        try:
+            yield
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CorruptCacheError(
+                f"token cache entry '{self.directory}' is damaged ({type(err).__name__}: {err}); delete it "
+                f"(rm -r '{self.directory}') and the next run tokenizes the corpus again"
+            ) from None
+
+
+class CorruptCacheError(RuntimeError):
+    """A finished token cache entry can no longer be read."""
 
 
 def _options(
@@ -153,6 +178,7 @@ def build_token_cache(
     if entry.complete:
         return entry
     cache_root = entry.directory.parent
+    check_writable_dir(cache_root, "paths.cache_dir")
     cache_root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(cache_root / f".{entry.directory.name}.lock"):
         if entry.complete:  # another process prepared it while this one waited
@@ -163,6 +189,8 @@ def build_token_cache(
         shutil.rmtree(entry.directory, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.directory.name}.tmp-", dir=cache_root))
         try:
+            # mkdtemp makes the directory private (0700); the entry gets what mkdir would have given it
+            os.chmod(staging, 0o777 & ~umask())
             read = CorpusReader(
                 files, text_field, encoding_errors, preprocessing, chunk_chars, piece_chars, path
             )
@@ -177,13 +205,23 @@ def build_token_cache(
 
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path``; the OS releases it if the process dies."""
+    """Hold an exclusive lock on ``lock_path``; the OS releases it if the process dies. The holder deletes
+    the file when done, so locks do not pile up; a waiter that then gets the lock of a deleted file
+    (another process may already lock a new one) starts over."""
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(lock_path, "a") as handle:
+    while True:
+        handle = open(lock_path, "a")  # noqa: SIM115 - closed below, after the lock is released
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # releases the lock of the deleted file
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while still locked: no one else can hold this path's lock
+        handle.close()

@@ -10,7 +10,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from gptlab.data.datamodules import GlobalBatchDataModule, check_split_fractions
+from gptlab.data.datamodules import GlobalBatchDataModule, check_block_size, check_split_fractions
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
 from gptlab.data.sampling import BucketBatchSampler, ResumableDataLoader
@@ -70,6 +70,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
             raise ValueError("data.train_path is needed: the label names are learned from it")
         if path is not None:
             check_split_fractions(val_fraction, test_fraction, "rows")
+        check_block_size(block_size)
         if empty_text not in EMPTY_TEXT:
             raise ValueError(f"unknown empty_text {empty_text!r}; use one of {EMPTY_TEXT}")
         self.tokenizer = tokenizer
@@ -151,6 +152,14 @@ class ClassificationDataModule(GlobalBatchDataModule):
             return {name: self._read(path) for name, path in self.split_paths.items() if path is not None}
         texts, labels = self._read(self.path)
         indices = stratified_split(labels, self.val_fraction, self.test_fraction, self.split_seed)
+        if not indices["val"]:
+            counts = ", ".join(f"{label!r}: {labels.count(label)}" for label in sorted(set(labels)))
+            raise ValueError(
+                f"'{self.path}' has too few rows per label ({counts}) for data.val_fraction="
+                f"{self.val_fraction} to hold any out for validation (each label keeps a rounded share, "
+                "and at least one training row); add rows, raise data.val_fraction, or give "
+                "data.train_path and data.val_path"
+            )
         return {
             name: ([texts[i] for i in rows], [labels[i] for i in rows])
             for name, rows in indices.items()

@@ -20,10 +20,24 @@ from gptlab.tokenization import Tokenizer
 
 def check_split_fractions(val_fraction: float, test_fraction: float, what: str) -> None:
     """Refuse validation / test fractions that are not fractions or leave nothing to train on."""
-    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+    if not 0 < val_fraction < 1:
         raise ValueError(
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be fractions that "
-            f"leave some {what} for training"
+            f"data.val_fraction={val_fraction}: a fraction of the {what} above 0 and below 1 is held out "
+            "for validation, which the checkpoints (best by the validation metric) and early stopping "
+            "need; e.g. data.val_fraction=0.1"
+        )
+    if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be fractions "
+            f"that leave some {what} for training"
+        )
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 1:
+        raise ValueError(
+            f"block_size={block_size}: the model reads windows of block_size tokens, 1 or more; set "
+            "model.backbone.block_size (data.block_size follows it), e.g. 256"
         )
 
 
@@ -89,6 +103,7 @@ class PretrainDataModule(GlobalBatchDataModule):
     ) -> None:
         super().__init__()
         check_split_fractions(val_fraction, test_fraction, "text")
+        check_block_size(block_size)
         self.path = os.fspath(path) if isinstance(path, str | os.PathLike) else [os.fspath(p) for p in path]
         self.tokenizer = tokenizer
         self.block_size = block_size

@@ -7,6 +7,8 @@ Every module writes its class name under ``CLASS_KEY`` (see ``GPTModule.on_save_
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
             f"checkpoint '{path}' does not exist; pass the path of a .ckpt file "
             "(runs keep them in logs/train/runs/<time>/checkpoints/)"
         )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    not_torch = ValueError(
+        f"'{path}' is not a checkpoint torch can read; pass a .ckpt file written by gptlab-train"
+    )
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive (a text file, a truncated copy...)
+        raise not_torch
+    try:
+        contents = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise  # torch's message says what it refused to run (nothing was run)
+    except (RuntimeError, KeyError, EOFError) as err:  # a zip archive of something else
+        raise not_torch from err
+    if not isinstance(contents, dict) or not {"state_dict", "hyper_parameters"} <= contents.keys():
+        found = sorted(map(str, contents))[:8] if isinstance(contents, dict) else type(contents).__name__
+        raise ValueError(
+            f"'{path}' is a torch file but not a gptlab checkpoint (it holds {found}, not a state_dict "
+            "with hyper_parameters); pass a .ckpt file written by gptlab-train (a Hugging Face GPT-2 "
+            "directory goes to model.pretrained_hf)"
+        )
+    return contents
 
 
 class Checkpoint:

@@ -63,6 +63,9 @@ class GPTConfig:
     attention_fp32: bool = False
 
     def __post_init__(self) -> None:
+        for key in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.backbone.{key}={getattr(self, key)} must be 1 or more")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "

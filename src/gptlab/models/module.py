@@ -184,6 +184,27 @@ class GPTModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Clip under every precision, the fused AdamW included (Lightning's mixed-precision plugins refuse
+        to clip for an optimizer that unscales inside its step, even under bf16, which has no scale)."""
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # fp16: Lightning leaves a fused optimizer's gradients scaled; unscaled here, they are clipped
+            # as they are, and GradScaler.step then tells the fused kernel not to unscale them again.
+            scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif hasattr(self.trainer.model, "clip_grad_norm_"):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)  # FSDP: the norm over every rank's shard
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def parameter_groups(self) -> list[dict]:
         """Parameter groups for the optimizer; subclasses may scale learning rates per group."""
         return weight_decay_groups(self)
@@ -198,18 +219,35 @@ class GPTModule(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer.to_json()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "tokenizer" not in checkpoint:
+        if "tokenizer" in checkpoint:
+            saved = Tokenizer.from_json(checkpoint["tokenizer"])
+            if self.tokenizer is not None:
+                check_same_tokenizer(
+                    self.tokenizer,
+                    saved,
+                    "the checkpoint being loaded",
+                    "resume or test with the data and tokenizer the checkpoint was trained with, or start "
+                    "a new run without ckpt_path",
+                )
+            self.tokenizer = saved
+        self._check_shapes(checkpoint)
+
+    def _check_shapes(self, checkpoint: dict[str, Any]) -> None:
+        """Name the settings behind a shape mismatch (Lightning would print a raw state_dict error)."""
+        ours = self.state_dict()
+        theirs = checkpoint.get("state_dict", {})
+        if all(name in theirs and theirs[name].shape == value.shape for name, value in ours.items()):
             return
-        saved = Tokenizer.from_json(checkpoint["tokenizer"])
-        if self.tokenizer is not None:
-            check_same_tokenizer(
-                self.tokenizer,
-                saved,
-                "the checkpoint being loaded",
-                "resume or test with the data and tokenizer the checkpoint was trained with, or start a "
-                "new run without ckpt_path",
-            )
-        self.tokenizer = saved
+        saved = {**checkpoint.get("hyper_parameters", {}).get("backbone", {})}
+        saved["vocab_size"] = checkpoint.get("hyper_parameters", {}).get("vocab_size")
+        current = {**self.hparams.get("backbone", {}), "vocab_size": self.hparams.get("vocab_size")}
+        changed = [f"{k}={saved.get(k)} there, {v} here" for k, v in current.items() if saved.get(k) != v]
+        raise ValueError(
+            "the checkpoint's weights do not fit this model, which has other shapes "
+            f"(model.backbone: {'; '.join(changed) or 'see its hyperparameters'}); resume with the "
+            "checkpoint's settings (its run's .hydra/config.yaml), or start a new run that fine-tunes "
+            "from it with model.pretrained=<checkpoint>"
+        )
 
     @torch.no_grad()
     def generate(

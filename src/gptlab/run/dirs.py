@@ -6,6 +6,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from gptlab.run.files import check_writable_dir
+
 RESUMABLE = ("last*.ckpt", "interrupted.ckpt")
 
 
@@ -28,6 +30,7 @@ def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None 
     - otherwise the start time, to the microsecond.
     """
     root = Path(runs)
+    check_writable_dir(root, "paths.log_dir")
     if run_name:
         return str(root / run_name)
     if ckpt_path and ckpt_path != "last":

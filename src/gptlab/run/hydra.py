@@ -6,19 +6,23 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.util import find_spec
+from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
 from gptlab.run.lightning_private import relaunches_command_line
 
 log = logging.getLogger(__name__)
+JOB_ERROR_FILE = "job_error.txt"
 
 
 def check_config_dir() -> str:
@@ -98,6 +102,11 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             if is_pruned(err):
                 raise  # Hydra keeps it as the job's result: the sweeper records the trial as pruned
             log.exception("job failed; the sweep goes on")
+            # the sweep summary reports it: the job itself returns only NaN, for the sweeper
+            error_file = Path(HydraConfig.get().runtime.output_dir, JOB_ERROR_FILE)
+            if isinstance(err, InstantiationException) and err.__cause__ is not None:
+                err = err.__cause__  # the constructor's own error, without Hydra's wrapping
+            error_file.write_text(f"{type(err).__name__}: {err}", encoding="utf-8")
             return float("nan")
     return task(cfg)
 
@@ -128,3 +137,35 @@ def require_optional_packages(argv: Sequence[str]) -> None:
                     f"error: this command needs '{module.split('.')[-1]}', which is not installed; install "
                     f"gptlab's {extra} extra: pip install -e '.[{extra}]'"
                 )
+
+
+def refuse_unknown_settings(argv: Sequence[str], config_name: str) -> None:
+    """Stop when the command line names a top-level setting ``configs/<config_name>.yaml`` does not have:
+    Hydra would refuse ``top_p=0.9`` and suggest ``+top_p=0.9``, which it then accepts and nothing reads."""
+    known = settings_of(config_name)
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
+        top = key.split(".")[0].split("/")[0]
+        if top and top != "hydra" and top not in known:
+            sys.exit(
+                f"error: gptlab-{config_name} has no setting '{key}' (in '{arg}'); its settings are "
+                f"{', '.join(sorted(known))}. Check the spelling; gptlab-{config_name} --help shows them."
+            )
+
+
+def settings_of(config_name: str) -> set[str]:
+    """The top-level keys and config groups of ``configs/<config_name>.yaml``."""
+    config = OmegaConf.load(Path(check_config_dir()) / f"{config_name}.yaml")
+    groups = [next(iter(entry)) for entry in config.get("defaults", []) if not isinstance(entry, str)]
+    groups = {g.split(" ")[-1].split("/")[0] for g in groups} - {"hydra"}  # "optional local", "override ..."
+    return {str(key) for key in config if key not in ("defaults", "hydra")} | groups
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device that this torch cannot use, before a checkpoint is mapped onto it."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"device={device}, but torch {torch.__version__} ({build}) finds no CUDA GPU; use device=cpu, "
+            "or install a CUDA build of torch on a machine with an NVIDIA GPU"
+        )

@@ -1,0 +1,95 @@
+"""The token cache as files on disk: permissions, lock files, unwritable and damaged directories."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from gptlab.data import cache as cache_module
+from gptlab.data.cache import CorruptCacheError, build_token_cache
+from gptlab.data.datamodules import PretrainDataModule
+from gptlab.run.dirs import run_directory
+from gptlab.tokenization import CharTokenizer
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_cache_entries_get_the_permissions_of_any_directory_the_user_makes(corpus, tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        cache = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(previous)
+    assert cache.directory.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert cache.directory.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_no_lock_file_is_left_behind_and_concurrent_preparations_share_one_entry(corpus, tmp_path):
+    results, errors = [], []
+
+    def prepare():
+        try:
+            results.append(build_token_cache(corpus, CharTokenizer(), tmp_path / "cache").directory)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=prepare) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(results)) == 1
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [results[0].name]  # no .lock, no .tmp-
+
+
+def test_a_lock_file_deleted_while_waiting_is_taken_again(tmp_path):
+    lock = tmp_path / ".key.lock"
+    order = []
+    with cache_module._exclusive_lock(lock):
+        waiter = threading.Thread(target=lambda: order.append(_hold(lock)))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()  # it waits for this holder
+        order.append("first done")
+    waiter.join(timeout=10)
+    assert order == ["first done", "second held"] and not lock.exists()
+
+
+def _hold(lock: Path) -> str:
+    with cache_module._exclusive_lock(lock):
+        return "second held"
+
+
+def test_a_damaged_cache_entry_is_named_for_deletion(corpus, tmp_path):
+    cache = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache")
+    data = PretrainDataModule(str(corpus), CharTokenizer(), block_size=8, cache_dir=str(tmp_path / "cache"))
+    with open(cache.tokens_path, "r+b") as tokens:
+        tokens.truncate(100)  # a partial copy of the cache
+    with pytest.raises(CorruptCacheError, match=rf"entry '{cache.directory}' is damaged .*tokens.bin has 100 "
+                       rf"bytes.*\(rm -r '{cache.directory}'\) and the next run tokenizes"):  # fmt: skip
+        data.setup("fit")
+    (cache.directory / "meta.json").write_text("{not json")
+    with pytest.raises(CorruptCacheError, match="is damaged .*JSONDecodeError"):
+        data.setup("fit")
+
+
+def test_unwritable_log_and_cache_directories_name_their_setting(corpus, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match=r"paths.log_dir: cannot write in .*a_file' is a file, not a"):
+        run_directory(str(blocker / "train" / "runs"))
+    with pytest.raises(
+        PermissionError, match=r"paths.cache_dir: cannot write in .*is a file, not a directory"
+    ):
+        build_token_cache(corpus, CharTokenizer(), blocker / "cache")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
+    with pytest.raises(
+        PermissionError, match=r"paths.cache_dir: .*read_only' is not writable; set paths.cache_dir"
+    ):
+        build_token_cache(corpus, CharTokenizer(), read_only / "cache")
