@@ -70,6 +70,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, corpus):
     assert statuses == {"model.backbone.n_embd=32": "completed", "model.backbone.n_embd=33": "failed"}
     failed = next(job for job in summary["jobs"] if job["status"] == "failed")
     assert failed["metric"] is None
+    assert "n_embd=33 is not divisible by n_head=2" in failed["error"]
     assert "n_embd=33 is not divisible by n_head=2" in (Path(failed["dir"]) / "debug.log").read_text()
 
 

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab import CONFIG_DIR
 from gptlab.generate import generate
 from gptlab.models.module import GPTModule
+from gptlab.run.hydra import RunStopped, run_task
 from gptlab.train import train
 from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, latest
 
@@ -123,8 +124,41 @@ def test_fast_dev_run_trains_on_cpu(compose_train, corpus):
 
 def test_optimized_metric_that_was_never_logged_is_named(compose_train, corpus):
     cfg = compose_train("debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES, "optimized_metric=val/acc")
-    with pytest.raises(KeyError, match=r"'val/acc' was never logged; logged metrics: \[.*'val/loss'"):
+    with pytest.raises(RunStopped, match=r"'val/acc' was never logged; logged metrics: \[.*'val/loss'"):
         train(cfg)
+
+
+def test_a_stopped_single_run_ends_with_one_line_and_exit_status_1(capsys):
+    def task(cfg):
+        raise RunStopped("optimized_metric 'val/acc' was never logged")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_task(task, None)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().out == ""  # logged (console and train.log), no traceback printed
+
+
+@pytest.mark.parametrize("val_check_interval", [250, 5])
+def test_the_last_step_validates_and_checkpoints_however_short_the_run(
+    compose_train, corpus, val_check_interval
+):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, "trainer.max_steps=7", "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2", f"trainer.val_check_interval={val_check_interval}",
+        "model.scheduler.warmup_steps=2", "callbacks.text_sampler=null", "trainer.num_sanity_val_steps=0",
+    )  # fmt: skip
+    metric = train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 7
+    (best,) = checkpoints.glob("best-*.ckpt")
+    best_step = torch.load(best, weights_only=True)["global_step"]
+    assert best_step in ({5, 7} if val_check_interval == 5 else {7})
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), purge_orphaned_data=False)
+    events.Reload()
+    val_steps = [event.step for event in events.Scalars("val/loss")]
+    assert val_steps[-1] in (6, 7) and len(val_steps) == (2 if val_check_interval == 5 else 1)
+    assert 0 < metric < 10
 
 
 @pytest.mark.slow

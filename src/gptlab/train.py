@@ -7,39 +7,48 @@ gptlab-train experiment=gpt2_classify model.pretrained_hf=path/to/hf/gpt2
 
 from __future__ import annotations
 
+import copy
+import logging
 import signal
 import sys
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.callbacks.last_step import ValidateLastStep
 from gptlab.data.sampling import BatchPlan
-from gptlab.models.module import checkpoint_tokenizer
+from gptlab.models.module import check_same_tokenizer, checkpoint_tokenizer
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
+    RunStopped,
     check_config_dir,
     instantiate_group,
     refuse_script_launcher_in_sweep,
     require_sweep_plugins,
     run_task,
 )
-from gptlab.run.record import log_config, record_run
+from gptlab.run.record import hold_run_log, log_config, record_run
 from gptlab.tokenization.hf_files import tokenizer_for_hf_model
 from gptlab.tokenization.tokenizers import Tokenizer
 
+log = logging.getLogger(__name__)
+
 
 def train(cfg: DictConfig) -> float | None:
-    """Seed; build callbacks, loggers, trainer, data and model from ``cfg``; fit (or resume); test the
-    best checkpoint; return the value of ``cfg.optimized_metric`` (for sweeps)."""
+    """Seed; build callbacks, loggers, trainer, data and model from ``cfg``; check that the run may write
+    in its directory, then record it; fit (or resume); test the best checkpoint; return the value of
+    ``cfg.optimized_metric`` (for sweeps)."""
+    hold_run_log()  # nothing reaches the run directory before check_resumable
+    composed = copy.deepcopy(cfg)
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
-    record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)
@@ -51,11 +60,15 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
     model = instantiate(cfg.model, **datamodule.model_kwargs())
     rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
+    ckpt_path = resume_from(cfg.get("ckpt_path"), trainer) if cfg.train else None
+    check_resumable(ckpt_path, model)
+    warn_if_schedule_cannot_finish(cfg)
+    record_run(cfg, composed)
     log_config(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample))
 
     metrics = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from(cfg.get("ckpt_path"), trainer))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -90,6 +103,62 @@ def resume_from(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     return str(newest)
 
 
+def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
+    """Refuse, before anything is written in the run directory, a checkpoint this model cannot continue:
+    weights of other shapes, or token ids from another tokenizer."""
+    if ckpt_path is None:
+        return
+    # mmap: only the shapes are read here; Lightning loads the checkpoint again to resume
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("state_dict", {}).items()}
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    if shapes != expected:
+        saved_hparams, hparams = _flat(saved.get("hyper_parameters", {})), _flat(dict(model.hparams))
+        differ = [
+            f"{key}: {saved_hparams.get(key)} in the checkpoint, {hparams.get(key)} here"
+            for key in sorted(saved_hparams.keys() | hparams.keys())
+            if saved_hparams.get(key) != hparams.get(key)
+        ]
+        raise RunStopped(
+            f"cannot resume {ckpt_path}: it holds a model of another shape "
+            f"({'; '.join(differ) or 'other weights'}). "
+            "Resume with the model config it was trained with, or start a new run without ckpt_path"
+        )
+    tokenizer = getattr(model, "tokenizer", None)
+    if "tokenizer" in saved and tokenizer is not None:
+        try:
+            check_same_tokenizer(
+                tokenizer,
+                Tokenizer.from_json(saved["tokenizer"]),
+                f"checkpoint {ckpt_path}",
+                "resume with the data and tokenizer it was trained with, or start a new run "
+                "without ckpt_path",
+            )
+        except ValueError as err:
+            raise RunStopped(f"cannot resume: {err}") from None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def warn_if_schedule_cannot_finish(cfg: DictConfig) -> None:
+    """A warmup longer than the run never reaches the configured learning rate."""
+    warmup = OmegaConf.select(cfg, "model.scheduler.warmup_steps")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if warmup and max_steps and max_steps > 0 and warmup >= max_steps:
+        log.warning(
+            f"warning: model.scheduler.warmup_steps={warmup} >= trainer.max_steps={max_steps}: the learning "
+            "rate never reaches model.optimizer.lr; shorten the warmup for a run this short"
+        )
+
+
 def build_tokenizer(cfg: DictConfig) -> Tokenizer:
     """The configured tokenizer or, when fine-tuning (``model.pretrained``), the pretraining checkpoint's:
     the data must be tokenized with the ids the backbone learned. From a Hugging Face GPT-2
@@ -114,7 +183,7 @@ def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, logger
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise RunStopped(
             f"optimized_metric '{name}' was never logged; logged metrics: {sorted(metrics)}. "
             "Set optimized_metric to one of them."
         )

@@ -35,7 +35,8 @@ class SweepSummary(Callback):
             "metric_name": config.get("optimized_metric"),
             "metric": None if failed else metric,
             "status": "failed" if failed else "completed",
-            "error": repr(value) if not completed else None,
+            # a job that failed inside the task returns a FailedJob carrying its message (run/hydra.py)
+            "error": getattr(value, "error", None) or (repr(value) if not completed else None),
             "dir": config.hydra.runtime.output_dir,
         }
         Path(config.hydra.runtime.output_dir, RESULT_FILE).write_text(json.dumps(result, indent=2))

@@ -59,6 +59,26 @@ class SweepSetupError(RuntimeError):
     """A multirun that cannot work at all: it stops at the first job instead of failing every job."""
 
 
+class RunStopped(RuntimeError):
+    """A run that cannot go on for a reason its message names with the fix: a single run stops with that
+    one line (no traceback); a sweep records the job as failed with it."""
+
+
+class FailedJob(float):
+    """What a failed sweep job returns: NaN (a failed Optuna trial), carrying the error's message for the
+    sweep's summary."""
+
+    error: str
+
+    def __new__(cls, error: str) -> FailedJob:
+        job = super().__new__(cls, float("nan"))
+        job.error = error
+        return job
+
+    def __reduce__(self) -> tuple:  # a job run elsewhere (submitit) comes back pickled
+        return FailedJob, (self.error,)
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -94,10 +114,17 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             return task(cfg)
         except SweepSetupError as err:
             sys.exit(f"error: {err}")  # Hydra would record the job as failed and start the next one
-        except Exception:
+        except RunStopped as err:
+            log.error(f"job failed; the sweep goes on: {err}")
+            return FailedJob(str(err))
+        except Exception as err:
             log.exception("job failed; the sweep goes on")
-            return float("nan")
-    return task(cfg)
+            return FailedJob(f"{type(err).__name__}: {err}")
+    try:
+        return task(cfg)
+    except RunStopped as err:
+        log.error(f"error: {err}")  # in <task>.log too, when the run got that far
+        sys.exit(1)
 
 
 def require_sweep_plugins(argv: Sequence[str]) -> None:
