@@ -16,7 +16,7 @@ from gptlab.generate import generate
 from gptlab.models.module import GPTModule
 from gptlab.run.hydra import RunStopped, run_task
 from gptlab.train import train
-from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, latest
+from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, hparams_tab, latest
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     )
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "val/loss", "val/ppl", "test/loss", "lr-AdamW/decay", "hp_metric"} <= scalars
+    assert {"train/loss", "val/loss", "val/ppl", "test/loss", "lr-AdamW/decay"} <= scalars
+    assert "hp_metric" not in scalars  # no -1 placeholder: HPARAMS shows the real metrics
     assert {"train/device/items_per_sec", "train/device/samples_per_sec", "train/device/mfu"} <= scalars
     tokens_per_s = latest(events, "train/device/items_per_sec")
     flops_per_s = latest(events, "train/device/flops_per_sec")
@@ -79,11 +80,17 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     assert len(val) == 4 and val[-1] < val[0]  # it learns
     ppl = [e.value for e in events.Scalars("val/ppl")]
     assert ppl[-1] == pytest.approx(float(torch.tensor(val[-1]).exp()), rel=1e-4)
-    assert latest(events, "hp_metric") == pytest.approx(metric)
+    assert latest(events, "best/val/loss") == pytest.approx(metric)
     samples = events.Tensors("samples/text/text_summary")
     assert [s.step for s in samples] == [10, 20, 30, 40]
-    hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()
-    assert "${" not in hparams and "n_layer: 2" in hparams
+    # TensorBoard lists the run by experiment (or task) and run directory, from the links in logs/tensorboard/
+    board = run_dir.parent / "logs" / "tensorboard"
+    assert (board / "train" / run_dir.name).resolve() == (run_dir / "tensorboard").resolve()
+    experiment, (group,) = hparams_tab(board)
+    assert group["hparams"]["model.backbone.n_layer"] == 2 and group["hparams"]["model.parameters"] > 0
+    assert not [name for name in group["hparams"] if name.startswith("paths.") or "dirpath" in name]
+    values = {m["name"]["tag"]: m["value"] for m in group["sessions"][0]["metricValues"]}
+    assert values["val/loss"] == pytest.approx(val[-1]) and values["best/val/loss"] == pytest.approx(metric)
 
 
 def test_generate_from_checkpoint_alone_and_greedy_is_deterministic(trained_run, tmp_path):

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.callbacks.last_step import ValidateLastStep
 from gptlab.data.sampling import BatchPlan
 from gptlab.models.module import check_same_tokenizer, checkpoint_tokenizer
+from gptlab.run.board import link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     RunStopped,
@@ -32,7 +33,7 @@ from gptlab.run.hydra import (
     require_sweep_plugins,
     run_task,
 )
-from gptlab.run.record import hold_run_log, log_config, record_run
+from gptlab.run.record import hold_run_log, record_run
 from gptlab.tokenization.hf_files import tokenizer_for_hf_model
 from gptlab.tokenization.tokenizers import Tokenizer
 
@@ -64,18 +65,21 @@ def train(cfg: DictConfig) -> float | None:
     check_resumable(ckpt_path, model)
     warn_if_schedule_cannot_finish(cfg)
     record_run(cfg, composed)
-    log_config(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample))
+    link_board_run(cfg, loggers)
+    parameters = {"parameters": model.backbone.num_parameters()}
+    log_hparams(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample), model=parameters)
 
     metrics = {}
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
+        log_best(trainer)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(trainer.callback_metrics)
 
-    return _optimized_metric(cfg, metrics, trainer, loggers)
+    return _optimized_metric(cfg, metrics)
 
 
 def batch_hparams(batch: BatchPlan, tokens_per_sample: int | None) -> dict[str, int]:
@@ -178,7 +182,7 @@ def build_tokenizer(cfg: DictConfig) -> Tokenizer:
     return tokenizer
 
 
-def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, loggers: list) -> float | None:
+def _optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
@@ -187,10 +191,18 @@ def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, logger
             f"optimized_metric '{name}' was never logged; logged metrics: {sorted(metrics)}. "
             "Set optimized_metric to one of them."
         )
-    value = float(metrics[name])
-    for logger in loggers:  # TensorBoard's HPARAMS tab shows hp_metric beside the run's config
-        logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
-    return value
+    return float(metrics[name])
+
+
+def log_best(trainer: L.Trainer) -> None:
+    """``best/<monitor>``: the best checkpoint's score, a column of its own in TensorBoard's HPARAMS."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or checkpoint.best_model_score is None:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(
+            {f"best/{checkpoint.monitor}": float(checkpoint.best_model_score)}, trainer.global_step
+        )
 
 
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="train")

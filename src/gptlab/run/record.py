@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from rich.console import Console
@@ -46,13 +45,6 @@ def hold_run_log() -> None:
     """Keep the run's log records in memory until :func:`record_run` (dropped if the run is refused)."""
     for handler in _run_log_handlers():
         handler.held = handler.held or []
-
-
-def log_config(cfg: DictConfig, loggers: list[Logger], **extra: dict) -> None:
-    """Record the whole resolved config, and ``extra`` groups of values, as the run's hyperparameters."""
-    params = OmegaConf.to_container(cfg, resolve=True) | extra
-    for logger in loggers:
-        logger.log_hyperparams(params)
 
 
 def git_commit(directory: str | Path) -> str | None:
