@@ -190,6 +190,28 @@ def test_train_cli_makes_one_run_directory(tmp_path, corpus):
     assert "[INFO] - batch: 4 samples = 64 tokens per optimizer step" in log and "max_steps=1" in log
 
 
+def test_a_default_run_prints_no_warning_and_ends_with_a_summary_in_its_log(tmp_path, corpus):
+    command = [
+        sys.executable, "-m", "gptlab.train", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, "trainer.max_steps=4",
+        "model.scheduler.warmup_steps=2", "data.max_eval_windows=8",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)  # warnings not silenced
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    assert not [line for line in console.splitlines() if "warn" in line.lower() or "Tip:" in line], console
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    # the config is printed once, as what differs from the defaults
+    assert done.stdout.count("values differ from configs/train.yaml's defaults") == 1
+    assert "backbone.n_embd: 32  (default 128)" in done.stdout and "pos_embedding" not in done.stdout
+    log = (run / "train.log").read_text()
+    assert f"run: {run}\n" in log
+    assert f"best checkpoint: {run / 'checkpoints' / 'best-step000004.ckpt'} (val/loss " in log
+    assert f"last checkpoint: {run / 'checkpoints' / 'last.ckpt'} (step 4)" in log
+    assert "test/loss" in log.split("test: ")[-1]
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}   (this run: train/{run.name})" in log
+
+
 PRETRAINING_EXPERIMENTS = [
     "shakespeare_char",
     "shakespeare_bpe",

@@ -33,7 +33,7 @@ from gptlab.run.hydra import (
     require_sweep_plugins,
     run_task,
 )
-from gptlab.run.record import hold_run_log, record_run
+from gptlab.run.record import hold_run_log, record_run, summarize_run
 from gptlab.tokenization.hf_files import tokenizer_for_hf_model
 from gptlab.tokenization.tokenizers import Tokenizer
 
@@ -60,12 +60,15 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.prepare_data()
     datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
     model = instantiate(cfg.model, **datamodule.model_kwargs())
-    rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
+    flops = model.backbone.flops_per_token() / 1e6  # training: forward and backward
+    rank_zero_info(
+        f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters, {flops:,.2f} MFLOP per token"
+    )
     ckpt_path = resume_from(cfg.get("ckpt_path"), trainer) if cfg.train else None
     check_resumable(ckpt_path, model)
     warn_if_schedule_cannot_finish(cfg)
     record_run(cfg, composed)
-    link_board_run(cfg, loggers)
+    board = link_board_run(cfg, loggers)
     parameters = {"parameters": model.backbone.num_parameters()}
     log_hparams(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample), model=parameters)
 
@@ -76,9 +79,11 @@ def train(cfg: DictConfig) -> float | None:
         log_best(trainer)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        say_which_split_is_tested(datamodule)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(trainer.callback_metrics)
 
+    summarize_run(cfg, trainer, metrics, board)
     return _optimized_metric(cfg, metrics)
 
 
@@ -150,6 +155,16 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def say_which_split_is_tested(datamodule: L.LightningDataModule) -> None:
+    """A data config without a test split (``test_fraction: 0``) tests on the validation split again."""
+    splits = getattr(datamodule, "datasets", {})
+    if "test" in splits and splits["test"] is splits.get("val"):
+        rank_zero_info(
+            "test: data.test_fraction=0, so the test stage evaluates the validation split (test/* is the "
+            "best checkpoint's val/*); set data.test_fraction for a held-out test split"
+        )
 
 
 def warn_if_schedule_cannot_finish(cfg: DictConfig) -> None:

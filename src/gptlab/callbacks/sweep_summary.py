@@ -60,15 +60,24 @@ class SweepSummary(Callback):
 
     @staticmethod
     def _print(summary: dict, sweep_dir: Path) -> None:
+        """The table shows each job's own overrides: those every job shares are said once, above it."""
+        jobs = summary["jobs"]
+        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if len(jobs) > 1 else set()
         table = Table(title=f"sweep {sweep_dir}  ({summary['metric']}, {summary['mode']})")
         for column in ("job", "overrides", "metric", "status"):
             table.add_column(column)
         best_job = summary["best"]["job"] if summary["best"] else None
-        for job in summary["jobs"]:
+
+        def own(job: dict) -> str:
+            return " ".join(o for o in job["overrides"] if o not in shared)
+
+        for job in jobs:
             metric = "-" if job["metric"] is None else f"{job['metric']:.4f}"
             style = "bold green" if job["job"] == best_job else ("red" if job["status"] == "failed" else "")
-            table.add_row(str(job["job"]), " ".join(job["overrides"]), metric, job["status"], style=style)
+            table.add_row(str(job["job"]), own(job), metric, job["status"], style=style)
         console = Console()
+        if shared:
+            console.print(f"every job: {' '.join(o for o in jobs[0]['overrides'] if o in shared)}")
         console.print(table)
         if best_job is not None:
-            console.print(f"best: job {best_job}: {' '.join(summary['best']['overrides'])}")
+            console.print(f"best: job {best_job}: {own(summary['best'])}")

@@ -1,4 +1,5 @@
-"""The record of a run: its config printed and saved with the code's git commit, and its hyperparameters."""
+"""The record of a run: its log, its config (saved with the code's git commit; what differs from the
+defaults printed) and the summary printed when it ends."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import logging
 import subprocess
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning import Trainer
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
-from rich.syntax import Syntax
 from rich.tree import Tree
 
-from gptlab import PROJECT_ROOT
+from gptlab import CONFIG_DIR, PROJECT_ROOT
+from gptlab.run.board import BOARD_DIR, flatten
+
+log = logging.getLogger(__name__)
 
 
 class RunLogHandler(logging.FileHandler):
@@ -97,9 +103,69 @@ def record_run(cfg: DictConfig, composed: DictConfig | None = None) -> None:
             sessions = len(list(output_dir.glob("config_resolved*")))
             record.rename(output_dir / f"config_resolved.{sessions}.yaml")
         record.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tree = Tree("config", guide_style="dim")
-        for key, value in cfg.items():
-            branch = tree.add(f"[bold]{key}")
-            text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig | ListConfig) else str(value)
-            branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
-        Console().print(tree)
+        print_config_changes(cfg, output_dir / "config_resolved.yaml")
+
+
+def default_config() -> DictConfig:
+    """configs/train.yaml as composed without overrides: what a run's config is compared to."""
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its own search path
+        return compose(config_name="train")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose(config_name="train")
+
+
+def print_config_changes(cfg: DictConfig, saved: Path) -> None:
+    """Print the values that differ from the defaults (a run's own choices), as a tree; the whole config
+    is in ``saved``."""
+    now = flatten(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        default = flatten(OmegaConf.to_container(default_config(), resolve=True))
+    except Exception as err:  # noqa: BLE001 -- a config that does not compose alone still runs
+        default = {}
+        log.debug(f"defaults not composed: {err}")
+    run_dir = str(cfg.paths.output_dir)
+    changed = {
+        key: value
+        for key, value in now.items()
+        if (key not in default or default[key] != value)
+        and not key.startswith(("paths.", "git_commit"))
+        and not (isinstance(value, str) and value.startswith(run_dir))
+    }
+    tree = Tree(
+        f"config: {len(changed)} values differ from configs/train.yaml's defaults; all of it: {saved}"
+    )
+    branches: dict[str, Tree] = {}
+    for key, value in changed.items():
+        group, _, rest = key.partition(".")
+        if not rest:
+            tree.add(f"{key}: [bold]{value}[/]")
+            continue
+        if group not in branches:
+            branches[group] = tree.add(f"[bold]{group}")
+        was = f"  [dim](default {default[key]})[/]" if key in default else ""
+        branches[group].add(f"{rest}: [bold]{value}[/]{was}")
+    Console().print(tree)
+
+
+@rank_zero_only
+def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path | None) -> None:
+    """Where the run is, its best checkpoint and metrics, and how to look at it: on the console and in
+    ``<task>.log``."""
+    lines = [f"run: {cfg.paths.output_dir}"]
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        score = checkpoint.best_model_score
+        scored = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None else ""
+        lines.append(f"best checkpoint: {checkpoint.best_model_path}{scored}")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        lines.append(f"last checkpoint: {last} (step {trainer.global_step})")
+    for stage in ("val", "test"):
+        values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
+        if values:
+            lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+    if board is not None:
+        root = Path(cfg.paths.log_dir) / BOARD_DIR
+        lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
+    for line in lines:
+        log.info(line)
