@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,50 @@ BOARD_DIR = "tensorboard"  # logs/tensorboard/: `tensorboard --logdir logs/tenso
 # config keys that only say where files go, or how an object is built: never compared
 NOT_HPARAMS = ("paths.", "hydra.")
 NOT_HPARAMS_SUFFIXES = ("_target_", "_partial_")
+
+
+# Lightning's throughput counters (batches, samples, time, per-device rates; validation's and test's too):
+# kept out of TensorBoard, which shows tokens/s and MFU of the whole run instead
+RAW_COUNTERS = re.compile(r"^(train|validate|test)/(device/)?(batches|samples|lengths|time|\w+_per_sec|mfu)$")
+THROUGHPUT = re.compile(r"^train/(device/)?(items_per_sec|mfu)$")
+
+
+class BoardLogger(TensorBoardLogger):
+    """Lightning's ``TensorBoardLogger`` with a curated set of scalars: ``train/tokens_per_s`` and
+    ``train/mfu`` (all devices, else this one) instead of Lightning's ~24 throughput counters, one
+    ``train/lr`` curve per distinct learning rate (``lr-AdamW/decay`` and ``/no_decay`` are one schedule),
+    and no ``epoch`` scalar (gptlab's runs are counted in steps)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lr_names: dict[str, str] | None = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        curated: dict[str, Any] = {}
+        rates = {k: v for k, v in metrics.items() if k.startswith("lr-")}
+        for key, value in metrics.items():
+            if (match := THROUGHPUT.match(key)) is not None:
+                name = "train/tokens_per_s" if match[2] == "items_per_sec" else "train/mfu"
+                if match[1] is None or name not in curated:  # the global rate over this device's
+                    curated[name] = value
+            elif key != "epoch" and key not in rates and not RAW_COUNTERS.match(key):
+                curated[key] = value
+        if rates:
+            curated |= {name: rates[key] for key, name in self._lr_curves(rates).items() if key in rates}
+        if curated:
+            super().log_metrics(curated, step)
+
+    def _lr_curves(self, rates: Mapping[str, Any]) -> dict[str, str]:
+        """Parameter groups on one schedule share a curve; decided on the first values logged."""
+        if self._lr_names is None:
+            first: dict[float, str] = {}
+            for key, value in rates.items():
+                first.setdefault(float(value), key)
+            keys = list(first.values())
+            self._lr_names = {
+                key: "train/lr" if len(keys) == 1 else f"train/lr/{key.split('/', 1)[-1]}" for key in keys
+            }
+        return self._lr_names
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
