@@ -73,7 +73,7 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
         "train/loss", "train/lr", "train/grad_norm", "train/memory_gb", "train/tokens_per_s", "train/mfu",
         "val/loss", "val/ppl", "test/loss", "best/val/loss",
     }  # fmt: skip
-    assert all(0 < e.value for e in events.Scalars("train/grad_norm"))
+    assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
     tokens_per_s = latest(events, "train/tokens_per_s")
     model = GPTModule.from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     flops_per_s = latest(events, "train/mfu") * 1e11  # callbacks.throughput.peak_flops=1e11
