@@ -17,6 +17,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, open_dict
 
 from gptlab import CONFIG_DIR
+from gptlab.run.record import keep_run_log
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             log.error(f"job failed; the sweep goes on: {err}")
             return FailedJob(str(err))
         except Exception as err:
+            keep_run_log(cfg)
             log.exception("job failed; the sweep goes on")
             return FailedJob(f"{type(err).__name__}: {err}")
     try:
@@ -125,6 +127,9 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
     except RunStopped as err:
         log.error(f"error: {err}")  # in <task>.log too, when the run got that far
         sys.exit(1)
+    except Exception:
+        keep_run_log(cfg)
+        raise
 
 
 def require_sweep_plugins(argv: Sequence[str]) -> None:

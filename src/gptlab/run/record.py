@@ -53,6 +53,14 @@ def hold_run_log() -> None:
         handler.held = handler.held or []
 
 
+def keep_run_log(cfg: DictConfig) -> None:
+    """A run that failed before :func:`record_run` keeps its held log (and the error logged next) when its
+    directory is its own; a resumed run's directory belongs to the run it resumes and is left alone."""
+    if not cfg.get("ckpt_path"):
+        for handler in _run_log_handlers():
+            handler.write_held()
+
+
 def git_commit(directory: str | Path) -> str | None:
     """The commit of the code being run (with ``-dirty`` when the tree has changes), if in a git checkout."""
     try:
