@@ -38,8 +38,8 @@ bench: $(STAMP) ## speed benchmarks, each side by side in one run (tables; JSON 
 	$(BIN)/python benchmarks/backbone_speed.py
 	$(BIN)/python benchmarks/data_pipeline.py
 
-tensorboard: $(STAMP) ## serve every run under logs/ at http://localhost:6006
-	$(BIN)/tensorboard --logdir logs --port 6006
+tensorboard: $(STAMP) ## serve every run (logs/tensorboard/) at http://localhost:6006
+	$(BIN)/tensorboard --logdir logs/tensorboard --port 6006
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src tests benchmarks

@@ -63,3 +63,41 @@ def latest(events, tag: str) -> float:
     """The value TensorBoard shows for a scalar: the one written last (a run's fit and test stages
     write separate event files, which a reader may return in either order)."""
     return max(events.Scalars(tag), key=lambda event: event.wall_time).value
+
+
+def hparams_tab(logdir: Path) -> tuple[dict, list[dict]]:
+    """What TensorBoard's HPARAMS tab shows for ``logdir``, read through the hparams plugin's own HTTP
+    routes: the experiment (hyperparameter and metric infos, as TensorBoard orders them) and the session
+    groups (one per run, with its hyperparameters and final metric values)."""
+    import json
+
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import hparams_plugin
+    from werkzeug import test, wrappers
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    routes = hparams_plugin.HParamsPlugin(context).get_plugin_apps()
+
+    def post(route: str, body: dict) -> dict:
+        response = test.Client(routes[route], wrappers.Response).post(route, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return json.loads(response.get_data())
+
+    experiment = post("/experiment", {"experimentName": "", "includeMetrics": True})
+    statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    groups = post(
+        "/session_groups",
+        {
+            "experimentName": "",
+            "allowedStatuses": statuses,
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 100,
+        },
+    )
+    return experiment, groups.get("sessionGroups", [])

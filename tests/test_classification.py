@@ -103,25 +103,28 @@ def test_padding_does_not_change_a_texts_logits(pooling):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
-def test_auxiliary_lm_loss_counts_only_when_its_weight_is_positive():
+def test_auxiliary_lm_loss_is_trained_on_but_kept_apart_from_the_classification_loss(monkeypatch):
     batch = batch_of(tiny_classifier())
-    losses = {}
-    for weight in (0.0, 0.5):
-        model = tiny_classifier(lm_loss_weight=weight)
-        losses[weight], logits = model._step(batch)
+    loss, lm_loss, logits = tiny_classifier(lm_loss_weight=0.0)._step(batch)
+    assert lm_loss is None
+    torch.testing.assert_close(loss, F.cross_entropy(logits, batch["labels"]))
+    model = tiny_classifier(lm_loss_weight=0.5)
+    loss, lm_loss, logits = model._step(batch)
     ce = F.cross_entropy(logits, batch["labels"])
-    torch.testing.assert_close(losses[0.0], ce)
     hidden = model.backbone(batch["input_ids"])
     lm_logits, targets = model.lm_head(hidden)[:, :-1], batch["input_ids"][:, 1:]
     real = batch["attention_mask"][:, 1:]  # targets that are text, not padding
     lm = F.cross_entropy(lm_logits[real], targets[real])
-    torch.testing.assert_close(losses[0.5], ce + 0.5 * lm)
+    torch.testing.assert_close(loss, ce)  # val/loss, test/loss: the classification loss alone
+    torch.testing.assert_close(lm_loss, lm)  # logged as */lm_loss
+    monkeypatch.setattr(model, "logs_this_step", lambda batch_idx: False)
+    torch.testing.assert_close(model.training_step(batch, 0), ce + 0.5 * lm)  # what is optimized
 
 
 def test_class_weights_and_label_smoothing_reach_the_loss():
     batch = batch_of(tiny_classifier())
     model = tiny_classifier(class_weights=[1.0, 3.0], label_smoothing=0.1)
-    loss, logits = model._step(batch)
+    loss, _, logits = model._step(batch)
     expected = F.cross_entropy(logits, batch["labels"], weight=torch.tensor([1.0, 3.0]), label_smoothing=0.1)
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match=r"class_weights has 3 values for 2 classes"):
@@ -130,7 +133,7 @@ def test_class_weights_and_label_smoothing_reach_the_loss():
 
 def optimizer_step(model: GPTClassifier) -> None:
     optimizer = model.configure_optimizers()["optimizer"]
-    loss, _ = model._step(batch_of(model))
+    loss, _, _ = model._step(batch_of(model))
     loss.backward()
     optimizer.step()
 

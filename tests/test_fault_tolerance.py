@@ -19,7 +19,7 @@ from gptlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
 from gptlab.models.io import load_module
 from gptlab.models.module import GPTModule
-from gptlab.run.dirs import run_directory
+from gptlab.run.dirs import RunNameInUse, run_directory
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 
@@ -304,3 +304,49 @@ def test_an_interrupt_checkpoint_is_saved_without_lightnings_weights_only_notice
         trainer.fit(model, loader)
     assert "optimizer_states" in checkpoint(tmp_path / "interrupted.ckpt")  # the whole training state
     assert "weights_only" not in caplog.text
+
+
+def test_a_reused_run_name_is_refused_unless_resuming(tmp_path):
+    runs = tmp_path / "runs"
+    assert run_directory(str(runs), "mine") == str(runs / "mine")  # a new name
+    (runs / "mine" / "checkpoints").mkdir(parents=True)
+    (runs / "mine" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(RunNameInUse, match=r"run_name=mine: .* already holds a run\. Resume it with "
+                       r"ckpt_path=last, or start a new run with another run_name"):  # fmt: skip
+        run_directory(str(runs), "mine")
+    assert run_directory(str(runs), "mine", "last") == str(runs / "mine")
+    assert run_directory(str(runs), "mine", str(runs / "mine" / "checkpoints" / "last.ckpt"))
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_refused_run_leaves_the_other_run_untouched(tmp_path, corpus):
+    def cli(*overrides: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "gptlab.train", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=3",
+            "+trainer.limit_val_batches=2", *overrides,
+        ]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    done = cli("run_name=mine")
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "train" / "runs" / "mine"
+    before = snapshot(run)
+    assert str(run / ".hydra" / "config.yaml") in before and str(run / "train.log") in before
+    done = cli("run_name=mine")  # the same name again, not resuming
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: run_name=mine: {run} already holds a run. Resume it with ckpt_path=last, or start a new "
+        "run with another run_name"
+    ]
+    done = cli("ckpt_path=last", "model.backbone.n_layer=3")  # resumes the newest run: the one above
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"cannot resume {last}: it holds a model of another shape " in done.stdout
+    assert "backbone.n_layer: 2 in the checkpoint, 3 here" in done.stdout
+    assert snapshot(run) == before
+    assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == ["mine"]

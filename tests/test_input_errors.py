@@ -17,6 +17,7 @@ from gptlab.eval import evaluate
 from gptlab.models.gpt import GPTConfig
 from gptlab.models.io import load_module
 from gptlab.models.module import GPTModule
+from gptlab.run.hydra import RunStopped
 from gptlab.tokenization import CharTokenizer
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES, compose_config
@@ -57,7 +58,7 @@ def test_a_classification_file_too_small_to_split_says_so(tmp_path):
 
 def test_zero_max_steps_is_refused_before_the_data_is_read(compose_train, corpus):
     cfg = compose_train(f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=0")
-    with pytest.raises(ValueError, match=r"trainer.max_steps=0 trains nothing; .* or train=false"):
+    with pytest.raises(RunStopped, match=r"trainer.max_steps=0 trains nothing; .* or train=false"):
         train(cfg)
     assert not Path(cfg.paths.cache_dir).exists()
 

@@ -39,3 +39,16 @@ def test_updates_on_each_epochs_last_batch(monkeypatch, tmp_path):
 def test_rejects_a_non_positive_interval():
     with pytest.raises(ValueError, match="update_every_n_batches must be >= 1, got 0"):
         SteppedRichProgressBar(update_every_n_batches=0)
+
+
+def test_the_training_bar_counts_the_runs_steps_across_data_epochs(tmp_path):
+    bar = SteppedRichProgressBar(update_every_n_batches=2)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, callbacks=[bar], logger=False, enable_checkpointing=False,
+        enable_model_summary=False, limit_val_batches=0, max_steps=10, limit_train_batches=4,
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    task = bar.progress.tasks[bar.train_progress_bar_id]
+    # one task for the run (Lightning's: "Epoch 2/-2", 2/4 batches of the third data epoch)
+    assert (task.description, task.completed, task.total) == ("step", 10, 10)
+    assert "v_num" not in bar.get_metrics(trainer, trainer.lightning_module)

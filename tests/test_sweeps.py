@@ -14,7 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gptlab.run.hydra import require_optional_packages
-from tests.conftest import TINY_OVERRIDES, latest
+from tests.conftest import TINY_OVERRIDES, hparams_tab
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +59,33 @@ def test_basic_sweep_runs_every_combination(tmp_path, corpus):
         ).is_file()
         events = EventAccumulator(str(job_dir / "tensorboard"), purge_orphaned_data=False)
         events.Reload()
-        assert latest(events, "hp_metric") == pytest.approx(job["metric"], rel=1e-5)
+        assert "hp_metric" not in events.Tags()["scalars"]
         assert events.Scalars("val/loss")[-1].value == pytest.approx(job["metric"], rel=1e-5)
-        hparams = (job_dir / "tensorboard" / "hparams.yaml").read_text()
-        assert "git_commit:" in hparams and "${" not in hparams
+        resolved = (job_dir / "config_resolved.yaml").read_text()
+        assert "git_commit:" in resolved and "${" not in resolved
+
+
+def test_tensorboard_compares_the_jobs_of_a_sweep_by_what_they_changed(tmp_path, corpus):
+    sweep_dir, summary = run_sweep(tmp_path, corpus, "model.optimizer.lr=1e-3,3e-3")
+    board = tmp_path / "tensorboard"
+    assert sorted(p.name for p in (board / sweep_dir.name).iterdir()) == ["lr=0.001", "lr=0.003"]
+    experiment, groups = hparams_tab(board)
+    hparams = experiment["hparamInfos"]
+    assert hparams[0]["name"] == "model.optimizer.lr"  # the swept key comes first...
+    assert [h["name"] for h in hparams if h.get("differs")] == [
+        "model.optimizer.lr"
+    ]  # ...and only it differs
+    assert {"batch.tokens_per_step", "model.parameters", "model.backbone.n_embd"} <= {
+        h["name"] for h in hparams
+    }
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"val/loss", "val/ppl", "test/loss", "best/val/loss"} <= metrics and "hp_metric" not in metrics
+    assert len(groups) == 2
+    by_lr = {group["hparams"]["model.optimizer.lr"]: group for group in groups}
+    for job in summary["jobs"]:
+        lr = float(next(o for o in job["overrides"] if o.startswith("model.optimizer.lr=")).split("=")[1])
+        values = {m["name"]["tag"]: m["value"] for m in by_lr[lr]["sessions"][0]["metricValues"]}
+        assert values["val/loss"] == pytest.approx(job["metric"], rel=1e-5)
 
 
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, corpus):

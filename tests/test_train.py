@@ -14,8 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab import CONFIG_DIR
 from gptlab.generate import generate
 from gptlab.models.io import load_module
+from gptlab.run.hydra import RunStopped, run_task
 from gptlab.train import train
-from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, latest
+from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, hparams_tab, latest
 
 
 @pytest.fixture(scope="module")
@@ -67,22 +68,31 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     )
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "val/loss", "val/ppl", "test/loss", "lr-AdamW/decay", "hp_metric"} <= scalars
-    assert {"train/device/items_per_sec", "train/device/samples_per_sec", "train/device/mfu"} <= scalars
-    tokens_per_s = latest(events, "train/device/items_per_sec")
-    flops_per_s = latest(events, "train/device/flops_per_sec")
-    assert latest(events, "train/device/mfu") == pytest.approx(flops_per_s / 1e11, rel=1e-4)
+    # the curated set: no hp_metric placeholder, no epoch, one lr curve, no raw throughput counters
+    assert scalars == {
+        "train/loss", "train/lr", "train/grad_norm", "train/memory_gb", "train/tokens_per_s", "train/mfu",
+        "val/loss", "val/ppl", "test/loss", "best/val/loss",
+    }  # fmt: skip
+    assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
+    tokens_per_s = latest(events, "train/tokens_per_s")
     model = load_module(run_dir / "checkpoints" / "last.ckpt")
+    flops_per_s = latest(events, "train/mfu") * 1e11  # callbacks.throughput.peak_flops=1e11
     assert flops_per_s / tokens_per_s == pytest.approx(model.backbone.flops_per_token(), rel=1e-3)
     val = [e.value for e in events.Scalars("val/loss")]
     assert len(val) == 4 and val[-1] < val[0]  # it learns
     ppl = [e.value for e in events.Scalars("val/ppl")]
     assert ppl[-1] == pytest.approx(float(torch.tensor(val[-1]).exp()), rel=1e-4)
-    assert latest(events, "hp_metric") == pytest.approx(metric)
+    assert latest(events, "best/val/loss") == pytest.approx(metric)
     samples = events.Tensors("samples/text/text_summary")
     assert [s.step for s in samples] == [10, 20, 30, 40]
-    hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()
-    assert "${" not in hparams and "n_layer: 2" in hparams
+    # TensorBoard lists the run by experiment (or task) and run directory, from the links in logs/tensorboard/
+    board = run_dir.parent / "logs" / "tensorboard"
+    assert (board / "train" / run_dir.name).resolve() == (run_dir / "tensorboard").resolve()
+    experiment, (group,) = hparams_tab(board)
+    assert group["hparams"]["model.backbone.n_layer"] == 2 and group["hparams"]["model.parameters"] > 0
+    assert not [name for name in group["hparams"] if name.startswith("paths.") or "dirpath" in name]
+    values = {m["name"]["tag"]: m["value"] for m in group["sessions"][0]["metricValues"]}
+    assert values["val/loss"] == pytest.approx(val[-1]) and values["best/val/loss"] == pytest.approx(metric)
 
 
 def test_generate_from_checkpoint_alone_and_greedy_is_deterministic(trained_run, tmp_path):
@@ -123,8 +133,41 @@ def test_fast_dev_run_trains_on_cpu(compose_train, corpus):
 
 def test_optimized_metric_that_was_never_logged_is_named(compose_train, corpus):
     cfg = compose_train("debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES, "optimized_metric=val/acc")
-    with pytest.raises(KeyError, match=r"'val/acc' was never logged; logged metrics: \[.*'val/loss'"):
+    with pytest.raises(RunStopped, match=r"'val/acc' was never logged; logged metrics: \[.*'val/loss'"):
         train(cfg)
+
+
+def test_a_stopped_single_run_ends_with_one_line_and_exit_status_1(capsys):
+    def task(cfg):
+        raise RunStopped("optimized_metric 'val/acc' was never logged")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_task(task, None)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().out == ""  # logged (console and train.log), no traceback printed
+
+
+@pytest.mark.parametrize("val_check_interval", [250, 5])
+def test_the_last_step_validates_and_checkpoints_however_short_the_run(
+    compose_train, corpus, val_check_interval
+):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, "trainer.max_steps=7", "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2", f"trainer.val_check_interval={val_check_interval}",
+        "model.scheduler.warmup_steps=2", "callbacks.text_sampler=null", "trainer.num_sanity_val_steps=0",
+    )  # fmt: skip
+    metric = train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 7
+    (best,) = checkpoints.glob("best-*.ckpt")
+    best_step = torch.load(best, weights_only=True)["global_step"]
+    assert best_step in ({5, 7} if val_check_interval == 5 else {7})
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), purge_orphaned_data=False)
+    events.Reload()
+    val_steps = [event.step for event in events.Scalars("val/loss")]
+    assert val_steps[-1] in (6, 7) and len(val_steps) == (2 if val_check_interval == 5 else 1)
+    assert 0 < metric < 10
 
 
 @pytest.mark.slow
@@ -147,6 +190,28 @@ def test_train_cli_makes_one_run_directory(tmp_path, corpus):
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "tensorboard").is_dir()
     log = (runs[0] / "debug.log").read_text()  # Lightning's messages reach the run's log file too
     assert "[INFO] - batch: 4 samples = 64 tokens per optimizer step" in log and "max_steps=1" in log
+
+
+def test_a_default_run_prints_no_warning_and_ends_with_a_summary_in_its_log(tmp_path, corpus):
+    command = [
+        sys.executable, "-m", "gptlab.train", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, "trainer.max_steps=4",
+        "model.scheduler.warmup_steps=2", "data.max_eval_windows=8",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)  # warnings not silenced
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    assert not [line for line in console.splitlines() if "warn" in line.lower() or "Tip:" in line], console
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    # the config is printed once, as what differs from the defaults
+    assert done.stdout.count("values differ from configs/train.yaml's defaults") == 1
+    assert "backbone.n_embd: 32  (default 128)" in done.stdout and "pos_embedding" not in done.stdout
+    log = (run / "train.log").read_text()
+    assert f"run: {run}\n" in log
+    assert f"best checkpoint: {run / 'checkpoints' / 'best-step000004.ckpt'} (val/loss " in log
+    assert f"last checkpoint: {run / 'checkpoints' / 'last.ckpt'} (step 4)" in log
+    assert "test/loss" in log.split("test: ")[-1]
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}   (this run: train/{run.name})" in log
 
 
 PRETRAINING_EXPERIMENTS = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -18,3 +20,15 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 OmegaConf.register_new_resolver("gptlab_root", lambda: str(PROJECT_ROOT), replace=True)
 # cached: every reading in this process (Hydra's, Lightning's DDP launcher's) gets the same directory
 OmegaConf.register_new_resolver("gptlab_run_dir", run_directory, replace=True, use_cache=True)
+
+# Known third-party noise, silenced where it comes from (tests/test_train.py checks a default run prints no
+# warning): Lightning's own use of a torch API it deprecated, and its advertisement for a logging service.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=DeprecationWarning
+)
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+)

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptlab.data.classification import ClassificationDataModule
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
+from gptlab.run.board import log_hparams
 from gptlab.run.hydra import check_config_dir, instantiate_group
-from gptlab.run.record import log_config
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log_config(cfg, loggers)
+    log_hparams(cfg, loggers)
     trainer.test(model, datamodule=datamodule)
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 

@@ -7,43 +7,53 @@ gptlab-train experiment=gpt2_classify model.pretrained_hf=path/to/hf/gpt2
 
 from __future__ import annotations
 
+import copy
+import logging
 import signal
 import sys
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.callbacks.last_step import ValidateLastStep
 from gptlab.data.sampling import BatchPlan
 from gptlab.models.checkpoint import Checkpoint
+from gptlab.run.board import link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
+    RunStopped,
     check_config_dir,
     instantiate_group,
     refuse_script_launcher_in_sweep,
     require_optional_packages,
     run_task,
 )
-from gptlab.run.record import log_checkpoint_path, log_config, record_run
-from gptlab.tokenization import Tokenizer, run_tokenizer
+from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
+from gptlab.tokenization import Tokenizer, check_same_tokenizer, run_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Seed; build callbacks, loggers, trainer, data and model from ``cfg``; fit (or resume); test the
-    best checkpoint; return the value of ``cfg.optimized_metric`` (for sweeps)."""
+    """Seed; build callbacks, loggers, trainer, data and model from ``cfg``; check that the run may write
+    in its directory, then record it; fit (or resume); test the best checkpoint; return the value of
+    ``cfg.optimized_metric`` (for sweeps)."""
+    hold_run_log()  # nothing reaches the run directory before check_resumable
+    composed = copy.deepcopy(cfg)
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
-    record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)
     if cfg.train and trainer.max_steps == 0:
-        raise ValueError(
+        raise RunStopped(
             "trainer.max_steps=0 trains nothing; give the number of optimizer steps (e.g. "
             "trainer.max_steps=2000), or train=false to only test"
         )
@@ -60,20 +70,32 @@ def train(cfg: DictConfig) -> float | None:
         model_kwargs["pretrained"] = pretrained  # the checkpoint as read, not its path to read again
     model = instantiate(cfg.model, **model_kwargs)
     del pretrained, model_kwargs  # the weights live in the model now; free the checkpoint's memory
-    rank_zero_info(f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters")
-    log_config(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample))
+    flops = model.backbone.flops_per_token() / 1e6  # training: forward and backward
+    rank_zero_info(
+        f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters, {flops:,.2f} MFLOP per token"
+    )
+    ckpt_path = resume_from(cfg.get("ckpt_path"), trainer) if cfg.train else None
+    check_resumable(ckpt_path, model)
+    warn_if_schedule_cannot_finish(cfg)
+    record_run(cfg, composed)
+    board = link_board_run(cfg, loggers)
+    parameters = {"parameters": model.backbone.num_parameters()}
+    log_hparams(cfg, loggers, batch=batch_hparams(batch, datamodule.tokens_per_sample), model=parameters)
 
     metrics = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from(cfg.get("ckpt_path"), trainer))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
+        log_best(trainer)
         log_checkpoint_path(trainer, loggers)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        say_which_split_is_tested(datamodule)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(trainer.callback_metrics)
 
-    return _optimized_metric(cfg, metrics, trainer, loggers)
+    summarize_run(cfg, trainer, metrics, board)
+    return _optimized_metric(cfg, metrics)
 
 
 def batch_hparams(batch: BatchPlan, tokens_per_sample: int | None) -> dict[str, int]:
@@ -101,6 +123,72 @@ def resume_from(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     return str(newest)
 
 
+def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
+    """Refuse, before anything is written in the run directory, a checkpoint this model cannot continue:
+    weights of other shapes, or token ids from another tokenizer."""
+    if ckpt_path is None:
+        return
+    # mmap: only the shapes are read here; Lightning loads the checkpoint again to resume
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("state_dict", {}).items()}
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    if shapes != expected:
+        saved_hparams, hparams = _flat(saved.get("hyper_parameters", {})), _flat(dict(model.hparams))
+        differ = [
+            f"{key}: {saved_hparams.get(key)} in the checkpoint, {hparams.get(key)} here"
+            for key in sorted(saved_hparams.keys() | hparams.keys())
+            if saved_hparams.get(key) != hparams.get(key)
+        ]
+        raise RunStopped(
+            f"cannot resume {ckpt_path}: it holds a model of another shape "
+            f"({'; '.join(differ) or 'other weights'}). "
+            "Resume with the model config it was trained with, or start a new run without ckpt_path"
+        )
+    tokenizer = getattr(model, "tokenizer", None)
+    if "tokenizer" in saved and tokenizer is not None:
+        try:
+            check_same_tokenizer(
+                tokenizer,
+                Tokenizer.from_json(saved["tokenizer"]),
+                f"checkpoint {ckpt_path}",
+                "resume with the data and tokenizer it was trained with, or start a new run "
+                "without ckpt_path",
+            )
+        except ValueError as err:
+            raise RunStopped(f"cannot resume: {err}") from None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def say_which_split_is_tested(datamodule: L.LightningDataModule) -> None:
+    """A data config without a test split (``test_fraction: 0``) tests on the validation split again."""
+    splits = getattr(datamodule, "datasets", {})
+    if "test" in splits and splits["test"] is splits.get("val"):
+        rank_zero_info(
+            "test: data.test_fraction=0, so the test stage evaluates the validation split (test/* is the "
+            "best checkpoint's val/*); set data.test_fraction for a held-out test split"
+        )
+
+
+def warn_if_schedule_cannot_finish(cfg: DictConfig) -> None:
+    """A warmup longer than the run never reaches the configured learning rate."""
+    warmup = OmegaConf.select(cfg, "model.scheduler.warmup_steps")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if warmup and max_steps and max_steps > 0 and warmup >= max_steps:
+        log.warning(
+            f"warning: model.scheduler.warmup_steps={warmup} >= trainer.max_steps={max_steps}: the learning "
+            "rate never reaches model.optimizer.lr; shorten the warmup for a run this short"
+        )
+
+
 def build_tokenizer(cfg: DictConfig, pretrained: Checkpoint | None) -> Tokenizer:
     """The tokenizer this run encodes its data with (see :func:`gptlab.tokenization.run_tokenizer`):
     a fine-tune's pretrained checkpoint's, a Hugging Face GPT-2's own, or ``cfg.tokenizer``."""
@@ -116,19 +204,27 @@ def build_tokenizer(cfg: DictConfig, pretrained: Checkpoint | None) -> Tokenizer
     return tokenizer
 
 
-def _optimized_metric(cfg: DictConfig, metrics: dict, trainer: L.Trainer, loggers: list) -> float | None:
+def _optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise RunStopped(
             f"optimized_metric '{name}' was never logged; logged metrics: {sorted(metrics)}. "
             "Set optimized_metric to one of them."
         )
-    value = float(metrics[name])
-    for logger in loggers:  # TensorBoard's HPARAMS tab shows hp_metric beside the run's config
-        logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
-    return value
+    return float(metrics[name])
+
+
+def log_best(trainer: L.Trainer) -> None:
+    """``best/<monitor>``: the best checkpoint's score, a column of its own in TensorBoard's HPARAMS."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or checkpoint.best_model_score is None:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(
+            {f"best/{checkpoint.monitor}": float(checkpoint.best_model_score)}, trainer.global_step
+        )
 
 
 @hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="train")

@@ -1,4 +1,4 @@
-"""Lightning's Rich progress bar, updated every few training batches instead of every one."""
+"""Lightning's Rich progress bar over the whole run (``step 250/2000``), updated every few batches."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 
 class SteppedRichProgressBar(RichProgressBar):
-    """``RichProgressBar`` that moves the training bar and reads the progress-bar metrics every
-    ``update_every_n_batches`` batches, and on the last batch of an epoch or of the run.
+    """``RichProgressBar`` whose training bar counts optimizer steps to ``max_steps`` (so its time column
+    is the run's ETA), shows tokens/s and the latest train and validation loss, and moves every
+    ``update_every_n_batches`` batches and on the last batch of an epoch or of the run.
 
-    Lightning's bar does both on every batch, though it redraws only ``refresh_rate`` times a second,
-    which is a visible share of a small CPU step (benchmarks/MEASUREMENTS.md, section 4).
+    Lightning's bar counts the batches of the current data epoch (``Epoch 0/-2``, an ETA for that chunk
+    only) and reads the progress-bar metrics on every batch, though it redraws only ``refresh_rate`` times
+    a second, which is a visible share of a small CPU step (benchmarks/MEASUREMENTS.md, section 4).
     """
 
     def __init__(self, update_every_n_batches: int = 10, **kwargs: Any) -> None:
@@ -22,10 +24,50 @@ class SteppedRichProgressBar(RichProgressBar):
             raise ValueError(f"update_every_n_batches must be >= 1, got {update_every_n_batches}")
         self.update_every_n_batches = update_every_n_batches
 
+    def _by_steps(self) -> bool:
+        return self.trainer.max_steps is not None and self.trainer.max_steps > 0
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps if self._by_steps() else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:  # Lightning's "Epoch N/M"
+        return "step" if self._by_steps() else super()._get_train_description(current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._by_steps() and self.train_progress_bar_id is not None:
+            return  # one bar for the run, not one per data epoch
+        super().on_train_epoch_start(trainer, pl_module)
+        if self._by_steps() and self.progress is not None and self.train_progress_bar_id is not None:
+            # a resumed run starts where it stopped (and its speed is measured from here)
+            self.progress.reset(
+                self.train_progress_bar_id, total=trainer.max_steps, completed=trainer.global_step
+            )
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         done = batch_idx + 1
         last = done >= trainer.num_training_batches or 0 < trainer.max_steps <= trainer.global_step
-        if last or done % self.update_every_n_batches == 0:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not (last or done % self.update_every_n_batches == 0):
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._by_steps() and self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, completed=trainer.global_step)
+            self.refresh()
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: always "" in gptlab's run directories
+        tokens_per_step = _tokens_per_step(trainer)
+        if tokens_per_step and self.progress is not None and self.train_progress_bar_id is not None:
+            steps_per_s = self.progress.tasks[self.train_progress_bar_id].speed
+            if steps_per_s:
+                metrics["tokens/s"] = f"{steps_per_s * tokens_per_step:,.0f}"
+        return metrics
+
+
+def _tokens_per_step(trainer: L.Trainer) -> int | None:
+    datamodule = getattr(trainer, "datamodule", None)
+    plan, per_sample = getattr(datamodule, "batch_plan", None), getattr(datamodule, "tokens_per_sample", None)
+    return plan.global_batch * per_sample if plan is not None and per_sample else None

@@ -15,16 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from gptlab.run.hydra import JOB_ERROR_FILE, is_pruned
+from gptlab.run.hydra import is_pruned
 
 RESULT_FILE = "job_result.json"
 SUMMARY_FILE = "sweep_summary.json"
-
-
-def _job_error(job_dir: str) -> str | None:
-    """The error of a job that failed inside :func:`~gptlab.run.hydra.run_task` (it returned NaN)."""
-    path = Path(job_dir, JOB_ERROR_FILE)
-    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 class SweepSummary(Callback):
@@ -45,11 +39,8 @@ class SweepSummary(Callback):
             "metric_name": config.get("optimized_metric"),
             "metric": None if failed else metric,
             "status": status,
-            "error": None
-            if status != "failed"
-            else repr(value)
-            if not completed
-            else _job_error(config.hydra.runtime.output_dir),
+            # a job that failed inside the task returns a FailedJob carrying its message (run/hydra.py)
+            "error": None if status != "failed" else getattr(value, "error", None) or repr(value),
             "dir": config.hydra.runtime.output_dir,
         }
         Path(config.hydra.runtime.output_dir, RESULT_FILE).write_text(json.dumps(result, indent=2))
@@ -73,16 +64,25 @@ class SweepSummary(Callback):
 
     @staticmethod
     def _print(summary: dict, sweep_dir: Path) -> None:
+        """The table shows each job's own overrides: those every job shares are said once, above it."""
+        jobs = summary["jobs"]
+        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if len(jobs) > 1 else set()
         table = Table(title=f"sweep {sweep_dir}  ({summary['metric']}, {summary['mode']})")
         for column in ("job", "overrides", "metric", "status"):
             table.add_column(column)
         best_job = summary["best"]["job"] if summary["best"] else None
-        for job in summary["jobs"]:
+
+        def own(job: dict) -> str:
+            return " ".join(o for o in job["overrides"] if o not in shared)
+
+        for job in jobs:
             metric = "-" if job["metric"] is None else f"{job['metric']:.4f}"
             style = {"failed": "red", "pruned": "yellow"}.get(job["status"], "")
             style = "bold green" if job["job"] == best_job else style
-            table.add_row(str(job["job"]), " ".join(job["overrides"]), metric, job["status"], style=style)
+            table.add_row(str(job["job"]), own(job), metric, job["status"], style=style)
         console = Console()
+        if shared:
+            console.print(f"every job: {' '.join(o for o in jobs[0]['overrides'] if o in shared)}")
         console.print(table)
         if best_job is not None:
-            console.print(f"best: job {best_job}: {' '.join(summary['best']['overrides'])}")
+            console.print(f"best: job {best_job}: {own(summary['best'])}")

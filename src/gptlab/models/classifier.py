@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from gptlab.models.checkpoint import Checkpoint
 from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
 from gptlab.models.heads import ClassificationHead
-from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory
+from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, WeightedMean
 from gptlab.models.optim import layerwise_lr_groups
 from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
@@ -95,6 +95,10 @@ class GPTClassifier(GPTModule):
         self.label_smoothing = label_smoothing
         self.lm_loss_weight = lm_loss_weight
         self.layer_lr_decay = layer_lr_decay
+        # the auxiliary LM loss is logged on its own (*/lm_loss): */loss stays the classification loss
+        self.train_lm_loss = MeanMetric(nan_strategy="disable")
+        self.val_lm_loss = WeightedMean()
+        self.test_lm_loss = WeightedMean()
 
         metrics = {"num_classes": num_classes}
         self.train_acc = MulticlassAccuracy(**metrics, average="micro")
@@ -120,15 +124,15 @@ class GPTClassifier(GPTModule):
     def sequence_lengths(self, batch: Batch) -> torch.Tensor:
         return batch["attention_mask"].sum(1)
 
-    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The classification loss, the auxiliary LM loss (None when its weight is 0) and the logits."""
         hidden = self.backbone(batch["input_ids"])
         logits = self.head(hidden, batch["attention_mask"])
         loss = F.cross_entropy(
             logits, batch["labels"], weight=self.class_weights, label_smoothing=self.label_smoothing
         )
-        if self.lm_loss_weight > 0:
-            loss = loss + self.lm_loss_weight * self._text_lm_loss(hidden, batch)
-        return loss, logits
+        lm_loss = self._text_lm_loss(hidden, batch) if self.lm_loss_weight > 0 else None
+        return loss, lm_loss, logits
 
     def _text_lm_loss(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Next-token loss on the texts themselves, padding excluded."""
@@ -137,20 +141,27 @@ class GPTClassifier(GPTModule):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss, logits = self._step(batch)
+        loss, lm_loss, logits = self._step(batch)
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), batch["labels"])
+        if lm_loss is not None:
+            self.train_lm_loss.update(lm_loss.detach())
         if self.logs_this_step(batch_idx):
             self.log("train/loss", self.train_loss.compute(), prog_bar=True)
             self.log("train/acc", self.train_acc.compute(), prog_bar=True)
-            self.train_loss.reset()
-            self.train_acc.reset()
-        return loss
+            if lm_loss is not None:
+                self.log("train/lm_loss", self.train_lm_loss.compute())
+            for metric in (self.train_loss, self.train_acc, self.train_lm_loss):
+                metric.reset()
+        return loss if lm_loss is None else loss + self.lm_loss_weight * lm_loss
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
-        loss, logits = self._step(batch)
+        loss, lm_loss, logits = self._step(batch)
         labels = batch["labels"]
         getattr(self, f"{stage}_loss").update(loss, len(labels))
+        if lm_loss is not None:
+            getattr(self, f"{stage}_lm_loss").update(lm_loss, len(labels))
+            self.log(f"{stage}/lm_loss", getattr(self, f"{stage}_lm_loss"))
         for name in ("acc", "f1", "confmat"):
             getattr(self, f"{stage}_{name}").update(logits, labels)
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage == "val")

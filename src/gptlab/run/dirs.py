@@ -11,6 +11,11 @@ from gptlab.run.files import check_writable_dir
 RESUMABLE = ("last*.ckpt", "interrupted.ckpt")
 
 
+class RunNameInUse(SystemExit):
+    """A new run named like an existing one. A SystemExit, so that raised where Hydra chooses the run
+    directory (which wraps any other exception in a resolver traceback) it stops with its one line."""
+
+
 def newest_resumable_checkpoint(runs: str | Path, run: str = "*") -> Path | None:
     """The most recently written last (or interrupted) checkpoint of ``runs/<run>`` (a glob)."""
     found = [ckpt for pattern in RESUMABLE for ckpt in Path(runs).glob(f"{run}/checkpoints/{pattern}")]
@@ -20,7 +25,8 @@ def newest_resumable_checkpoint(runs: str | Path, run: str = "*") -> Path | None
 def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None = None) -> str:
     """The directory of a run under ``runs``.
 
-    - ``run_name=<name>``: ``runs/<name>``; the same name again continues in it (with ``ckpt_path=last``).
+    - ``run_name=<name>``: ``runs/<name>``; the same name again continues in it with ``ckpt_path=last``
+      (or a checkpoint of that run), and is refused without: a new run never writes into an old one.
     - resuming a checkpoint file of a run under ``runs``: that run's directory, so the resumed run keeps
       its checkpoints and its TensorBoard run.
     - one process of a multi-process launch (torchrun with a ``--rdzv-id``, a SLURM job of several
@@ -32,7 +38,18 @@ def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None 
     root = Path(runs)
     check_writable_dir(root, "paths.log_dir")
     if run_name:
-        return str(root / run_name)
+        run = root / run_name
+        resuming = ckpt_path == "last" or (
+            ckpt_path and Path(ckpt_path).resolve().is_relative_to(run.resolve())
+        )
+        # the processes of a multi-process launch all name the same directory, and rank 0 may make it first
+        single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        if not resuming and single_process and run.is_dir() and any(run.iterdir()):
+            raise RunNameInUse(
+                f"error: run_name={run_name}: {run} already holds a run. Resume it with ckpt_path=last, "
+                "or start a new run with another run_name"
+            )
+        return str(run)
     if ckpt_path and ckpt_path != "last":
         checkpoints = Path(ckpt_path).resolve().parent
         if checkpoints.name == "checkpoints" and checkpoints.parent.parent == root.resolve():

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
 from gptlab.run.lightning_private import relaunches_command_line
+from gptlab.run.record import keep_run_log
 
 log = logging.getLogger(__name__)
-JOB_ERROR_FILE = "job_error.txt"
 
 
 def check_config_dir() -> str:
@@ -63,6 +63,26 @@ class SweepSetupError(RuntimeError):
     """A multirun that cannot work at all: it stops at the first job instead of failing every job."""
 
 
+class RunStopped(RuntimeError):
+    """A run that cannot go on for a reason its message names with the fix: a single run stops with that
+    one line (no traceback); a sweep records the job as failed with it."""
+
+
+class FailedJob(float):
+    """What a failed sweep job returns: NaN (a failed Optuna trial), carrying the error's message for the
+    sweep's summary."""
+
+    error: str
+
+    def __new__(cls, error: str) -> FailedJob:
+        job = super().__new__(cls, float("nan"))
+        job.error = error
+        return job
+
+    def __reduce__(self) -> tuple:  # a job run elsewhere (submitit) comes back pickled
+        return FailedJob, (self.error,)
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -98,17 +118,25 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             return task(cfg)
         except SweepSetupError as err:
             sys.exit(f"error: {err}")  # Hydra would record the job as failed and start the next one
+        except RunStopped as err:
+            log.error(f"job failed; the sweep goes on: {err}")
+            return FailedJob(str(err))
         except Exception as err:
             if is_pruned(err):
                 raise  # Hydra keeps it as the job's result: the sweeper records the trial as pruned
+            keep_run_log(cfg)
             log.exception("job failed; the sweep goes on")
-            # the sweep summary reports it: the job itself returns only NaN, for the sweeper
-            error_file = Path(HydraConfig.get().runtime.output_dir, JOB_ERROR_FILE)
             if isinstance(err, InstantiationException) and err.__cause__ is not None:
                 err = err.__cause__  # the constructor's own error, without Hydra's wrapping
-            error_file.write_text(f"{type(err).__name__}: {err}", encoding="utf-8")
-            return float("nan")
-    return task(cfg)
+            return FailedJob(f"{type(err).__name__}: {err}")
+    try:
+        return task(cfg)
+    except RunStopped as err:
+        log.error(f"error: {err}")  # in <task>.log too, when the run got that far
+        sys.exit(1)
+    except Exception:
+        keep_run_log(cfg)
+        raise
 
 
 def is_pruned(error: object) -> bool:

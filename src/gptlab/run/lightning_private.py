@@ -10,6 +10,7 @@ from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.trainer.states import RunningStage
 
 # Lightning saves the state of each train DataLoader that matches this protocol (``state_dict`` and
 # ``load_state_dict``) in every checkpoint and gives it back on resume (``CombinedLoader``);
@@ -28,3 +29,14 @@ def set_peak_flops(monitor: ThroughputMonitor, peak_flops: int) -> None:
     monitor.available_flops = peak_flops
     for throughput in monitor._throughputs.values():
         throughput.available_flops = peak_flops
+
+
+def last_training_time(monitor: ThroughputMonitor) -> float | None:
+    """The ``time.perf_counter()`` of the monitor's last training batch, or None before the first one."""
+    times = monitor._throughputs[RunningStage.TRAINING]._time
+    return monitor._t0s[RunningStage.TRAINING] + times[-1] if times else None
+
+
+def shift_training_start(monitor: ThroughputMonitor, seconds: float) -> None:
+    """Move the monitor's training clock's origin, so ``seconds`` of pause do not count as training."""
+    monitor._t0s[RunningStage.TRAINING] += seconds

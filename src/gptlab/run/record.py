@@ -1,26 +1,65 @@
-"""The record of a run: its config printed and saved with the code's git commit, and its hyperparameters."""
+"""The record of a run: its log, its config (saved with the code's git commit; what differs from the
+defaults printed) and the summary printed when it ends."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from lightning import Trainer
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
-from rich.syntax import Syntax
 from rich.tree import Tree
 
-from gptlab import PROJECT_ROOT
+from gptlab import CONFIG_DIR, PROJECT_ROOT
+from gptlab.run.board import BOARD_DIR, flatten
+
+log = logging.getLogger(__name__)
 
 
-def log_config(cfg: DictConfig, loggers: list[Logger], **extra: dict) -> None:
-    """Record the whole resolved config, and ``extra`` groups of values, as the run's hyperparameters."""
-    params = OmegaConf.to_container(cfg, resolve=True) | extra
-    for logger in loggers:
-        logger.log_hyperparams(params)
+class RunLogHandler(logging.FileHandler):
+    """The handler of a run's ``<task>.log`` (configs/hydra/default.yaml). A training run holds its records
+    (:func:`hold_run_log`) until it has checked that it may write in its directory, so that a refused
+    resume leaves the other run's log as it was; the file is created at the first record written."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = "utf-8") -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.held: list[logging.LogRecord] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is None:
+            super().emit(record)
+        else:
+            self.held.append(record)
+
+    def write_held(self) -> None:
+        held, self.held = self.held or [], None
+        for record in held:
+            super().emit(record)
+
+
+def _run_log_handlers() -> list[RunLogHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, RunLogHandler)]
+
+
+def hold_run_log() -> None:
+    """Keep the run's log records in memory until :func:`record_run` (dropped if the run is refused)."""
+    for handler in _run_log_handlers():
+        handler.held = handler.held or []
+
+
+def keep_run_log(cfg: DictConfig) -> None:
+    """A run that failed before :func:`record_run` keeps its held log (and the error logged next) when its
+    directory is its own; a resumed run's directory belongs to the run it resumes and is left alone."""
+    if not cfg.get("ckpt_path"):
+        for handler in _run_log_handlers():
+            handler.write_held()
 
 
 def log_checkpoint_path(trainer: Trainer, loggers: list[Logger]) -> None:
@@ -53,22 +92,99 @@ def git_commit(directory: str | Path) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
-def record_run(cfg: DictConfig) -> None:
-    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir.
+def record_run(cfg: DictConfig, composed: DictConfig | None = None) -> None:
+    """Print the config as a tree and save it, resolved, with the code's git commit, in the run dir; write
+    the held log records, and Hydra's record of the run (``.hydra/``: ``composed``, the config before
+    resolution, the hydra node and the overrides), which configs/train.yaml leaves to this function so
+    that nothing is written in a run directory before the run has been checked.
     A resumed run keeps the configs of the earlier sessions of the run as config_resolved.<n>.yaml."""
     with open_dict(cfg):
         cfg.git_commit = git_commit(PROJECT_ROOT)
+    for handler in _run_log_handlers():
+        handler.write_held()
     if rank_zero_only.rank == 0:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        if HydraConfig.initialized() and HydraConfig.get().output_subdir is None:
+            hydra_dir = output_dir / ".hydra"
+            hydra_dir.mkdir(exist_ok=True)
+            hydra = HydraConfig.get()
+            records = {
+                "hydra.yaml": OmegaConf.create({"hydra": hydra}),
+                "overrides.yaml": hydra.overrides.task,
+            }
+            if composed is not None:
+                records["config.yaml"] = composed
+            for name, record in records.items():
+                OmegaConf.save(record, hydra_dir / name)
         record = output_dir / "config_resolved.yaml"
         if record.exists():
             sessions = len(list(output_dir.glob("config_resolved*")))
             record.rename(output_dir / f"config_resolved.{sessions}.yaml")
         record.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tree = Tree("config", guide_style="dim")
-        for key, value in cfg.items():
-            branch = tree.add(f"[bold]{key}")
-            text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig | ListConfig) else str(value)
-            branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
-        Console().print(tree)
+        print_config_changes(cfg, output_dir / "config_resolved.yaml")
+
+
+def default_config() -> DictConfig:
+    """configs/train.yaml as composed without overrides: what a run's config is compared to."""
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its own search path
+        return compose(config_name="train")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose(config_name="train")
+
+
+def print_config_changes(cfg: DictConfig, saved: Path) -> None:
+    """Print the values that differ from the defaults (a run's own choices), as a tree; the whole config
+    is in ``saved``."""
+    now = flatten(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        default = flatten(OmegaConf.to_container(default_config(), resolve=True))
+    except Exception as err:  # noqa: BLE001 -- a config that does not compose alone still runs
+        default = {}
+        log.debug(f"defaults not composed: {err}")
+    run_dir = str(cfg.paths.output_dir)
+    changed = {
+        key: value
+        for key, value in now.items()
+        if (key not in default or default[key] != value)
+        and not key.startswith(("paths.", "git_commit"))
+        and not (isinstance(value, str) and value.startswith(run_dir))
+    }
+    tree = Tree(
+        f"config: {len(changed)} values differ from configs/train.yaml's defaults; all of it: {saved}"
+    )
+    branches: dict[str, Tree] = {}
+    for key, value in changed.items():
+        group, _, rest = key.partition(".")
+        if not rest:
+            tree.add(f"{key}: [bold]{value}[/]")
+            continue
+        if group not in branches:
+            branches[group] = tree.add(f"[bold]{group}")
+        was = f"  [dim](default {default[key]})[/]" if key in default else ""
+        branches[group].add(f"{rest}: [bold]{value}[/]{was}")
+    Console().print(tree)
+
+
+@rank_zero_only
+def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path | None) -> None:
+    """Where the run is, its best checkpoint and metrics, and how to look at it: on the console and in
+    ``<task>.log``."""
+    lines = [f"run: {cfg.paths.output_dir}"]
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        score = checkpoint.best_model_score
+        scored = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None else ""
+        lines.append(f"best checkpoint: {checkpoint.best_model_path}{scored}")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        lines.append(f"last checkpoint: {last} (step {trainer.global_step})")
+    for stage in ("val", "test"):
+        values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
+        if values:
+            lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+    if board is not None:
+        root = Path(cfg.paths.log_dir) / BOARD_DIR
+        lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
+    for line in lines:
+        log.info(line)
