@@ -479,7 +479,7 @@ def test_throughput_counts_a_padded_batchs_real_tokens_only():
     lengths = [len(model.tokenizer.encode(text)[:16]) for text in TEXTS]
     assert len(set(lengths)) > 1 and batch["input_ids"].shape == (4, max(lengths))  # padded
     assert model.flops_per_batch is None  # before any batch
-    model.on_after_batch_transfer(batch, 0)
+    model.on_train_batch_start(batch, 0)
     expected = sum(n * model.backbone.flops_per_token(seq_len=n) for n in lengths)
     assert model.flops_per_batch == expected
     padded = batch["input_ids"].numel() * model.backbone.flops_per_token(seq_len=max(lengths))
@@ -488,6 +488,6 @@ def test_throughput_counts_a_padded_batchs_real_tokens_only():
 
     lm = GPTModule(50, BACKBONE)
     windows = torch.randint(0, 50, (3, 8))
-    lm.on_after_batch_transfer((windows, windows), 0)
+    lm.on_train_batch_start((windows, windows), 0)
     assert lm.flops_per_batch == 3 * 8 * lm.backbone.flops_per_token(seq_len=8)
     assert batch_tokens((windows, windows)) == 24

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.callbacks.last_step import ValidateLastStep
 from gptlab.data.sampling import BatchPlan
 from gptlab.models.checkpoint import Checkpoint
-from gptlab.run.board import link_board_run, log_hparams
+from gptlab.run.board import StepsDone, link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     RunStopped,
@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
     L.seed_everything(cfg.seed, workers=True)
 
-    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep()]
+    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)

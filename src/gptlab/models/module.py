@@ -110,9 +110,13 @@ class GPTModule(L.LightningModule):
         if self.compile_backbone:
             self.backbone.compile()
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        self._last_batch = batch  # counted only if the throughput monitor asks (flops_per_batch)
-        return batch
+    # The batch is kept, and counted only if the throughput monitor asks (flops_per_batch). These hooks, not
+    # on_after_batch_transfer, which Lightning warns about in every run that has a datamodule.
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._last_batch = batch
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._last_batch = batch
 
     def sequence_lengths(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The real tokens of each sequence of a batch: every window of a causal-LM batch is full."""

@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
@@ -39,8 +41,11 @@ class BoardLogger(TensorBoardLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lr_names: dict[str, str] | None = None
+        self.fit_step_offset = 0  # set by StepsDone while fitting
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if step is not None:
+            step += self.fit_step_offset
         curated: dict[str, Any] = {}
         rates = {k: v for k, v in metrics.items() if k.startswith("lr-")}
         for key, value in metrics.items():
@@ -66,6 +71,26 @@ class BoardLogger(TensorBoardLogger):
                 key: "train/lr" if len(keys) == 1 else f"train/lr/{key.split('/', 1)[-1]}" for key in keys
             }
         return self._lr_names
+
+
+class StepsDone(Callback):
+    """Number every scalar by the optimizer steps done, like checkpoints and text samples.
+
+    While fitting, Lightning logs a step's scalars (and those of the validation that follows it) before it
+    counts the step, so they would land one step before that step's checkpoint and sample (249 vs 250).
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._offset(trainer, 1)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._offset(trainer, 0)
+
+    @staticmethod
+    def _offset(trainer: L.Trainer, offset: int) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, BoardLogger):
+                logger.fit_step_offset = offset
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
