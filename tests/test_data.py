@@ -79,7 +79,11 @@ def test_every_tokenizer_holds_out_the_same_text_and_counts_its_bytes(corpus, tm
     assert len(sizes) == tokenizer.vocab_size and sizes[tokenizer.eot_id] == 0
     test_text = held_out_text(text, 0.05)
     val_text = held_out_text(text, 0.15)[: -len(test_text)]
-    for name, expected in [("val", val_text), ("test", test_text), ("train", text[: -len(val_text + test_text)])]:
+    for name, expected in [
+        ("val", val_text),
+        ("test", test_text),
+        ("train", text[: -len(val_text + test_text)]),
+    ]:
         start, end = cache.split_range(name)
         assert tokenizer.decode(tokens[start:end].tolist()) == expected
         # Each token's own bytes (a byte-level token may hold half a Chinese character) sum to the text's.

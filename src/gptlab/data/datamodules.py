@@ -155,7 +155,9 @@ class PretrainDataModule(GlobalBatchDataModule):
         # Evaluation corpora: encoded with the corpus's fitted tokenizer, never fitted themselves.
         tokenizer = cache.tokenizer()
         eval_caches = {
-            name: build_token_cache(path, tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options)
+            name: build_token_cache(
+                path, tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
+            )
             for name, path in self.eval_sets.items()
         }
         if str(cache.directory) == self._reported_cache:

@@ -245,8 +245,9 @@ def _cut_index(text: str, nbytes: int) -> int:
 
 def split_chunks(chunks: Iterable[list[Piece]], cuts: list[int]) -> Iterator[tuple[int, list[Piece]]]:
     """(split index, chunk) for the corpus cut at the byte offsets ``cuts`` (see :func:`split_offsets`;
-    a cut inside a character moves back to its start): chunks never span two splits, and a split never starts with
-    an end-of-text token. The cut depends on the text alone, so every tokenizer sees the same splits."""
+    a cut inside a character moves back to its start): chunks never span two splits, and a split never
+    starts with an end-of-text token. The cut depends on the text alone, so every tokenizer sees the
+    same splits."""
     split, position = 0, 0
     for chunk in chunks:
         out: list[Piece] = []

@@ -89,7 +89,7 @@ def prepare_tokens(
         "dtype": dtype.name,
         "num_tokens": ends[-1],
         # [start, end) token range of each split
-        "splits": {name: [end - count, end] for name, count, end in zip(SPLITS, counts, ends)},
+        "splits": {name: [end - count, end] for name, count, end in zip(SPLITS[: len(counts)], counts, ends, strict=True)},
         "files": [str(f) for f in read.files],
         "tokenizer": tokenizer.spec(),
         "vocab_size": tokenizer.vocab_size,
