@@ -85,11 +85,12 @@ def prepare_tokens(
         raise
     (staging / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
     ends = np.cumsum(counts).tolist()
+    splits = zip(SPLITS[: len(counts)], counts, ends, strict=True)
     return {
         "dtype": dtype.name,
         "num_tokens": ends[-1],
         # [start, end) token range of each split
-        "splits": {name: [end - count, end] for name, count, end in zip(SPLITS[: len(counts)], counts, ends, strict=True)},
+        "splits": {name: [end - count, end] for name, count, end in splits},
         "files": [str(f) for f in read.files],
         "tokenizer": tokenizer.spec(),
         "vocab_size": tokenizer.vocab_size,
