@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,9 +25,16 @@ def trained_run(tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("run")
     corpus = out / "corpus.txt"
     corpus.write_text((ENGLISH + CHINESE) * 30, encoding="utf-8")
+    (out / "poem.txt").write_text(CHINESE * 4, encoding="utf-8")
+    task = out / "task.jsonl"
+    item = {"context": "All:\n", "choices": ["Speak, speak.\n", "First Citizen:\n"], "label": 0}
+    task.write_text(json.dumps(item) + "\n", encoding="utf-8")
     cfg = compose_config(
         out,
         f"data.path={corpus}",
+        f"data.eval_sets={{poem: {out / 'poem.txt'}}}",
+        f"callbacks.choice_eval.path={task}",
+        "optimized_metric=val/bpb",
         *TINY_OVERRIDES,
         "trainer.max_steps=40",
         "trainer.val_check_interval=10",
@@ -68,6 +76,9 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "val/ppl", "test/loss", "lr-AdamW/decay", "hp_metric"} <= scalars
+    assert {"val/bpb", "test/bpb", "val/poem/loss", "val/poem/bpb", "test/poem/bpb"} <= scalars
+    assert {"val/choice/acc", "val/choice/acc_norm", "test/choice/acc"} <= scalars
+    assert latest(events, "val/choice/acc") in (0.0, 1.0)
     assert {"train/device/items_per_sec", "train/device/samples_per_sec", "train/device/mfu"} <= scalars
     tokens_per_s = latest(events, "train/device/items_per_sec")
     flops_per_s = latest(events, "train/device/flops_per_sec")
@@ -78,7 +89,9 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     assert len(val) == 4 and val[-1] < val[0]  # it learns
     ppl = [e.value for e in events.Scalars("val/ppl")]
     assert ppl[-1] == pytest.approx(float(torch.tensor(val[-1]).exp()), rel=1e-4)
-    assert latest(events, "hp_metric") == pytest.approx(metric)
+    assert latest(events, "hp_metric") == pytest.approx(metric)  # optimized_metric=val/bpb
+    bpb = [e.value for e in events.Scalars("val/bpb")]
+    assert len(bpb) == 4 and bpb[-1] < bpb[0] and bpb[-1] == pytest.approx(metric, rel=1e-5)
     samples = events.Tensors("samples/text/text_summary")
     assert [s.step for s in samples] == [10, 20, 30, 40]
     hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()

@@ -2,6 +2,7 @@
 
 gptlab-eval ckpt_path=logs/train/runs/<time>/checkpoints/best-step000600.ckpt
 gptlab-eval ckpt_path=... data.path=other.jsonl
+gptlab-eval ckpt_path=... data=corpus data.path=<any text> data.eval_sets='{kjv: kjv.txt}'   (a language model)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     # The checkpoint's tokenizer (and label names) decide how the data is encoded.
     datamodule = instantiate(cfg.data, **model.data_kwargs())
+    # A language model tests on the data's evaluation corpora too (test/<name>/loss and bpb).
+    model.eval_sets = list(getattr(datamodule, "eval_sets", {}))
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
