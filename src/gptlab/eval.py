@@ -2,7 +2,7 @@
 
 gptlab-eval ckpt_path=logs/train/runs/<time>/checkpoints/best-step000600.ckpt
 gptlab-eval ckpt_path=... data.path=other.jsonl
-gptlab-eval ckpt_path=... data=corpus data.path=<any text> data.eval_sets='{kjv: kjv.txt}'   (a language model)
+gptlab-eval ckpt_path=... data=corpus data.path=<any text> data.eval_sets='{kjv: kjv.txt}'  (an LM)
 """
 
 from __future__ import annotations
