@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 
 import lightning as L
@@ -9,12 +11,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gptlab import CONFIG_DIR
+from gptlab.callbacks.choice_eval import (
+    ChoiceItem,
+    choice_log_likelihoods,
+    read_choice_task,
+    score_choice_task,
+)
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.models.module import GPTModule
 from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer
 from tests.conftest import CHINESE
 
 BACKBONE = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}
+TASK = CONFIG_DIR.parent / "data" / "shakespeare_next_line.jsonl"
 TOKENIZERS = {"char": CharTokenizer, "byte": ByteTokenizer, "bpe": lambda: BPETokenizer(300)}
 
 
@@ -99,3 +109,64 @@ def test_eval_sets_are_validated_beside_the_split_with_the_runs_tokenizer(corpus
 def test_an_eval_set_name_must_make_a_metric_name(corpus, tmp_path):
     with pytest.raises(ValueError, match=r"data.eval_sets name 'a/b' cannot be a metric name part"):
         PretrainDataModule(str(corpus), CharTokenizer(), block_size=16, eval_sets={"a/b": str(corpus)})
+
+
+def shakespeare_model(seed: int = 0) -> GPTModule:
+    text = (CONFIG_DIR.parent / "data" / "shakespeare_char.txt").read_text(encoding="utf-8")
+    tokenizer = CharTokenizer()
+    tokenizer.fit([text])
+    torch.manual_seed(seed)
+    backbone = {**BACKBONE, "block_size": 64}
+    return GPTModule(tokenizer.vocab_size, backbone, tokenizer=tokenizer).eval()
+
+
+def test_choice_scores_are_each_choices_log_likelihood_after_the_context():
+    model = shakespeare_model()
+    items = read_choice_task(TASK)[:5]
+    for item in items:
+        scores = choice_log_likelihoods(model, item)  # one right-padded batch, context cut to fit
+        for choice, score in zip(item.choices, scores, strict=True):
+            ids = model.tokenizer.encode(item.context + choice)[-65:]
+            n = len(model.tokenizer.encode(choice))
+            with torch.no_grad():
+                log_probs = F.log_softmax(model(torch.tensor([ids[:-1]]))[0], dim=-1)
+            expected = sum(log_probs[t - 1, ids[t]].item() for t in range(len(ids) - n, len(ids)))
+            assert score.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_acc_picks_the_highest_likelihood_and_acc_norm_the_highest_per_byte(monkeypatch):
+    items = [
+        ChoiceItem("a", ["x", "yyyy"], 0),  # summed: x wins; per byte: yyyy wins
+        ChoiceItem("b", ["x", "yyyy"], 1),
+        ChoiceItem("c", ["x", "yy", "zzz"], 2),
+    ]
+    scores = {"a": [-2.0, -4.0], "b": [-2.0, -4.0], "c": [-1.0, -3.0, -9.0]}
+    monkeypatch.setattr(
+        "gptlab.callbacks.choice_eval.choice_log_likelihoods",
+        lambda model, item: torch.tensor(scores[item.context]),
+    )
+    result = score_choice_task(None, items)
+    assert result == pytest.approx({"acc": 1 / 3, "acc_norm": 1 / 3, "chance": (1 / 2 + 1 / 2 + 1 / 3) / 3})
+
+
+def test_the_bundled_task_is_rebuilt_identically_from_held_out_text():
+    spec = importlib.util.spec_from_file_location(
+        "make_task", CONFIG_DIR.parent / "data" / "make_next_line_task.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = (CONFIG_DIR.parent / "data" / "shakespeare_char.txt").read_text(encoding="utf-8")
+    built = module.build(text, items=200, seed=1337, held_out=0.1, context_chars=200)
+    assert [json.loads(line) for line in TASK.read_text(encoding="utf-8").splitlines()] == built
+    held_out = text[-len(text) // 10 :]
+    for item in built:
+        assert len(item["choices"]) == 4 and len(set(item["choices"])) == 4
+        assert item["context"] + item["choices"][item["label"]] in held_out
+
+
+def test_a_malformed_task_line_is_named(tmp_path):
+    task = tmp_path / "task.jsonl"
+    good = {"context": "a", "choices": ["b", "c"], "label": 0}
+    task.write_text(json.dumps(good) + "\n" + json.dumps({**good, "choices": ["b"]}) + "\n")
+    with pytest.raises(ValueError, match=r"task.jsonl line 2: expected .*2 or more non-empty str"):
+        read_choice_task(task)
