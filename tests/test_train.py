@@ -113,6 +113,17 @@ def test_generate_from_checkpoint_alone_and_greedy_is_deterministic(trained_run,
     assert generate(cfg) == [a, b]
 
 
+def test_generate_takes_nucleus_penalty_and_stop_strings(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt_path={ckpt}", "prompt=All:", "max_new_tokens=60", "temperature=1.0", "num_samples=3"]
+    free = generate(compose_config(tmp_path, *overrides, config_name="generate"))
+    options = ["top_p=0.9", "repetition_penalty=1.2", "stop=[':']"]
+    stopped = generate(compose_config(tmp_path, *overrides, *options, config_name="generate"))
+    assert all(text.startswith("All:") and ":" not in text[4:] for text in stopped)
+    assert stopped != free and sum(map(len, stopped)) < sum(map(len, free))
+
+
 def test_generate_cli_prints_text_and_names_bad_input(trained_run):
     run_dir, _ = trained_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"

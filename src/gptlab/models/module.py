@@ -291,19 +291,32 @@ class GPTModule(L.LightningModule):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[str] = (),
     ) -> str:
-        """Return the text the model writes after ``prompt`` (the prompt itself excluded); ``use_cache``
-        decodes incrementally with a KV cache (same text, faster)."""
+        """Return the text the model writes after ``prompt`` (the prompt itself excluded), cut before
+        the first of the ``stop`` strings it writes; ``use_cache`` decodes incrementally with a KV
+        cache (same text, faster); the other options are :func:`gptlab.models.generation.sample`'s."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer attached; load it from a gptlab checkpoint")
         ids = self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+
+        def written(out: torch.Tensor) -> str:
+            return self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+        def stopped(out: torch.Tensor) -> bool:
+            return any(s in written(out) for s in stop)
+
         was_training = self.training
         self.eval()
         try:
             out = sample(
-                self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache
-            )
+                self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache,
+                top_p, repetition_penalty, stopped if stop else None,
+            )  # fmt: skip
         finally:
             self.train(was_training)
-        return self.tokenizer.decode(out[0, len(ids) :].tolist())
+        text = written(out)
+        return text[: min((text.find(s) for s in stop if s in text), default=len(text))]
