@@ -20,7 +20,7 @@ from gptlab.callbacks.choice_eval import (
 )
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.models.module import GPTModule
-from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer
+from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer, UnknownCharactersError
 from tests.conftest import CHINESE
 
 BACKBONE = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}
@@ -170,3 +170,12 @@ def test_a_malformed_task_line_is_named(tmp_path):
     task.write_text(json.dumps(good) + "\n" + json.dumps({**good, "choices": ["b"]}) + "\n")
     with pytest.raises(ValueError, match=r"task.jsonl line 2: expected .*2 or more non-empty str"):
         read_choice_task(task)
+
+
+def test_an_eval_set_with_characters_the_vocabulary_lacks_is_named(corpus, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("Price: £3 (net)\n" * 20, encoding="utf-8")
+    with pytest.raises(
+        UnknownCharactersError, match=r"data.eval_sets.prices \('.*other.txt'\): .*tokenizer=byte"
+    ):
+        prepared(corpus, tmp_path, CharTokenizer(), eval_sets={"prices": str(other)})

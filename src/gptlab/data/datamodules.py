@@ -15,7 +15,7 @@ from gptlab.data.cache import TokenCache, build_token_cache, find_token_cache
 from gptlab.data.datasets import TokenWindows, keep_batch
 from gptlab.data.documents import Preprocessing
 from gptlab.data.sampling import BatchPlan, GlobalBatchSampler, ResumableDataLoader, ShardSampler
-from gptlab.tokenization import Tokenizer
+from gptlab.tokenization import Tokenizer, UnknownCharactersError
 
 
 def check_split_fractions(val_fraction: float, test_fraction: float, what: str) -> None:
@@ -154,12 +154,17 @@ class PretrainDataModule(GlobalBatchDataModule):
         )  # fmt: skip
         # Evaluation corpora: encoded with the corpus's fitted tokenizer, never fitted themselves.
         tokenizer = cache.tokenizer()
-        eval_caches = {
-            name: build_token_cache(
-                path, tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
-            )
-            for name, path in self.eval_sets.items()
-        }
+        eval_caches = {}
+        for name, path in self.eval_sets.items():
+            try:
+                eval_caches[name] = build_token_cache(
+                    path, tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
+                )
+            except UnknownCharactersError as err:
+                raise UnknownCharactersError(
+                    f"data.eval_sets.{name} ('{path}'): {err} A character vocabulary knows only the "
+                    "training corpus's characters; tokenizer=byte or tokenizer=bpe read any text."
+                ) from None
         if str(cache.directory) == self._reported_cache:
             return  # Lightning calls prepare_data again for each stage; say it once
         self._reported_cache = str(cache.directory)
