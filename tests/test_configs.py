@@ -89,9 +89,9 @@ def test_slurm_launcher_composes(compose_train):
     [("shakespeare_optuna", "shakespeare_char", "minimize"), ("austen_optuna", "austen_scratch", "maximize")],
 )
 def test_optuna_searches_compose_with_their_experiment(compose_train, search, experiment, direction):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     cfg = compose_train(f"hparams_search={search}", f"experiment={experiment}", keep_hydra=True)
     sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.gptlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     assert sweeper.direction == direction and sweeper.sampler.seed == 1234
     assert {"max": "maximize", "min": "minimize"}[cfg.optimized_metric_mode] == direction
     assert sweeper.params["model.optimizer.lr"].startswith("tag(log, interval(")

@@ -69,6 +69,8 @@ NOT_CONFIG_KEYS = {"x.y": "the generic example in Troubleshooting", "weights_onl
 NOT_RUN = {
     "make train / test / install / austen / bench": "minutes to hours; `make -n` checks each target exists",
     "make tensorboard, tensorboard --logdir, jupyter lab": "servers that never end; the program must exist",
+    "mlflow ui, wandb sync, optuna-dashboard": "a server, an upload; mlflow and wandb must be installed, the "
+    "dashboard's study URL must be a sweep's optuna.db",
     "pip install ...": "installs from the network; the extras named must exist in pyproject.toml",
     "torchrun ... -m gptlab.train": "needs several machines or GPUs; tests/test_distributed.py runs two "
     "nodes on loopback",
@@ -180,6 +182,9 @@ COMMAND_WORDS = (
     "tensorboard ",
     "jupyter ",
     "source ",
+    "mlflow ",
+    "wandb ",
+    "optuna-dashboard ",
 )
 
 
@@ -248,7 +253,10 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     sweeps = {}
     for text, override in zip(overrides, parsed, strict=True):
-        if override.is_sweep_override():
+        if override.is_interval_sweep():  # Optuna's interval(low, high): composed at both ends
+            key = text.split("=", 1)[0]
+            sweeps[text] = [f"{key}={override.value().start}", f"{key}={override.value().end}"]
+        elif override.is_sweep_override():
             key = text.split("=", 1)[0]
             sweeps[text] = [f"{key}={value}" for value in override.sweep_string_iterator()]
     if not sweeps:
@@ -322,6 +330,12 @@ def check_other(command: Command) -> str:
             if match := re.match(r"^\.\[(.*)\]$", arg):
                 assert set(match.group(1).split(",")) <= set(extras), f"{command.text}: unknown extra"
         return "extras exist (not installed)"
+    if program in ("mlflow", "wandb"):  # the UI server and the upload need a browser or the network
+        assert (VENV_BIN / program).exists(), f"{program} is not installed (the {program} extra)"
+        return "program exists (not started)"
+    if program == "optuna-dashboard":
+        assert argv[1].startswith("sqlite:///logs/") and argv[1].endswith("/optuna.db"), command.text
+        return "the study file's URL (the dashboard is installed by its own pip command)"
     if program in ("tensorboard", "jupyter"):
         assert (VENV_BIN / program).exists() or program == "jupyter", f"{program} is not installed"
         return "program exists (not started)"
@@ -392,6 +406,7 @@ def known_keys() -> frozenset[str]:
         ("train", ("trainer=fsdp",)),
         ("train", ("experiment=gpt2_classify",)),
         ("train", ("hparams_search=shakespeare_optuna", "hydra/launcher=slurm")),
+        ("train", ("logger=many_loggers",)),
         *((entry, ()) for entry in sorted(ENTRIES - {"train"})),
     ]
     keys = set()
@@ -498,11 +513,17 @@ def test_project_layout_names_every_tracked_module_test_and_notebook():
     ).stdout.split()
     if not files:
         pytest.skip("not a git checkout")
-    wanted = [f for f in files if re.match(r"^(src/gptlab/.*\.py|tests/.*\.py|notebooks/.*\.ipynb)$", f)]
+    wanted = [
+        f
+        for f in files
+        if re.match(r"^(src/(gptlab|hydra_plugins)/.*\.py|tests/.*\.py|notebooks/.*\.ipynb)$", f)
+    ]
     wanted += [str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "tests").glob("test_*.py")]
     missing = sorted({f for f in wanted if Path(f).stem not in layout and Path(f).name not in layout})
     assert not missing, f"the project layout in README.md does not mention {missing}"
-    roots = [PROJECT_ROOT / d for d in ("src/gptlab", "tests", "notebooks", "benchmarks")]
+    roots = [
+        PROJECT_ROOT / d for d in ("src/gptlab", "src/hydra_plugins", "tests", "notebooks", "benchmarks")
+    ]
     for name in re.findall(r"[\w/]+\.(?:py|ipynb)\b", layout):
         found = any((root / name).is_file() or list(root.glob(f"**/{name}")) for root in roots)
         assert found, f"the project layout names {name}, which does not exist"

@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gptlab.run.hydra import require_sweep_plugins
+from gptlab.run.hydra import require_optional_packages
 from tests.conftest import TINY_OVERRIDES, latest
 
 pytestmark = pytest.mark.slow
 
 
-def run_sweep(tmp_path: Path, corpus: Path, *overrides: str) -> tuple[Path, dict]:
-    command = [
+def sweep_command(tmp_path: Path, corpus: Path, *overrides: str) -> list[str]:
+    return [
         sys.executable, "-m", "gptlab.train", "-m", "debug=limit", "trainer.max_steps=6",
         "trainer.val_check_interval=3", f"data.path={corpus}", f"paths.log_dir={tmp_path}",
         f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, *overrides,
     ]  # fmt: skip
+
+
+def run_sweep(tmp_path: Path, corpus: Path, *overrides: str) -> tuple[Path, dict]:
+    command = sweep_command(tmp_path, corpus, *overrides)
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "debug" / "multiruns").iterdir()
@@ -74,22 +80,107 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, corpus):
 
 
 def test_optuna_sweep_with_two_trials(tmp_path, corpus):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    # The search's own space (width, depth, dropout, log-scale lr) on top of the tiny overrides.
+    pytest.importorskip("optuna")
+    # The search's own space (log-scale lr, dropout; width and depth are fixed by the tiny overrides).
     sweep_dir, summary = run_sweep(
         tmp_path, corpus, "hparams_search=shakespeare_optuna", "hydra.sweeper.n_trials=2"
     )
+    assert sweep_dir.name == "shakespeare_char"  # named after the study, so the same command resumes it
     assert len(summary["jobs"]) == 2 and summary["metric"] == "val/loss"
     assert all(math.isfinite(job["metric"]) for job in summary["jobs"])
     optuna = (sweep_dir / "optimization_results.yaml").read_text()
     assert f"best_value: {summary['best']['metric']}" in optuna
+    for plot in ("history", "importances", "parallel_coordinate"):
+        assert (sweep_dir / f"optuna_{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(sweep_dir / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["images"]) == {
+        "optuna/history",
+        "optuna/importances",
+        "optuna/parallel_coordinate",
+    }
 
 
-def test_asking_for_optuna_without_the_plugin_says_how_to_install(monkeypatch):
+def study_trials(sweep_dir: Path, name: str) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+
+
+def test_an_interrupted_optuna_sweep_resumes_where_it_stopped(tmp_path, corpus):
+    optuna = pytest.importorskip("optuna")
+    command = sweep_command(
+        tmp_path, corpus, "hparams_search=shakespeare_optuna", "hydra.sweeper.n_trials=6", "test=false"
+    )
+    sweep_dir = tmp_path / "debug" / "multiruns" / "shakespeare_char"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (sweep_dir / "3").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # a crash or a pre-emption: nothing is cleaned up
+    first.wait()
+    finished_before = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/job_result.json")}
+    assert sorted(finished_before) == ["0", "1", "2"]
+    assert [t.state for t in study_trials(sweep_dir, "shakespeare_char")][
+        3
+    ] == optuna.trial.TrialState.RUNNING
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # the same command
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = study_trials(sweep_dir, "shakespeare_char")
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE"] * 3 + ["FAIL"] + ["COMPLETE"] * 3  # 6 finished; the interrupted one failed
+    retry = trials[4]
+    assert retry.user_attrs["retry_of"] == 3 and retry.params == trials[3].params  # run again, same values
+    # the first three trials were not run again
+    after = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/job_result.json")}
+    assert sorted(after) == ["0", "1", "2", "4", "5", "6"]
+    assert {n: after[n] for n in finished_before} == finished_before
+    assert not any(sweep_dir.glob("[0-2]/config_resolved.1.yaml"))
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [(j["job"], j["status"]) for j in summary["jobs"]] == [
+        (n, "completed") for n in (0, 1, 2, 4, 5, 6)
+    ]
+
+    other = sweep_command(tmp_path, corpus, "hparams_search=shakespeare_optuna", "hydra.sweeper.n_trials=6")
+    refused = subprocess.run(other, capture_output=True, text=True, timeout=600)  # without test=false
+    assert refused.returncode != 0 and "hydra.sweeper.study_name=<new name>" in refused.stderr
+    assert len(study_trials(sweep_dir, "shakespeare_char")) == 7
+
+
+def test_a_trial_with_a_bad_learning_rate_is_pruned(tmp_path, corpus):
+    optuna = pytest.importorskip("optuna")
+    sweep_dir = tmp_path / "debug" / "multiruns" / "lr"
+    sweep_dir.mkdir(parents=True)
+    # Optuna runs queued trials first: two good learning rates, then one that makes the loss explode.
+    study = optuna.create_study(study_name="lr", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    for lr in (3e-3, 2e-3, 30.0):
+        study.enqueue_trial({"model.optimizer.lr": lr})
+    _, summary = run_sweep(
+        tmp_path, corpus, "hparams_search=optuna", "hydra.sweeper.study_name=lr", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner.n_startup_trials=2", "model.optimizer.lr=tag(log, interval(1e-4, 100))",
+    )  # fmt: skip
+    assert [job["status"] for job in summary["jobs"]] == ["completed", "completed", "pruned"]
+    pruned = summary["jobs"][2]
+    assert pruned["metric"] is None and pruned["error"] is None and summary["best"]["job"] in (0, 1)
+    trials = study_trials(sweep_dir, "lr")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    # stopped at its first validation (step 3 of 6), worse than the median of the others there
+    assert list(trials[2].intermediate_values) == [3]
+    assert trials[2].intermediate_values[3] > max(t.intermediate_values[3] for t in trials[:2])
+    assert list(trials[0].intermediate_values) == [3, 6]
+    assert "trial 2 pruned at step 3" in (Path(pruned["dir"]) / "debug.log").read_text()
+
+
+def test_asking_for_optuna_without_the_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr("gptlab.run.hydra.find_spec", lambda name: None)
-    with pytest.raises(SystemExit, match=r"pip install -e '\.\[sweep\]'"):
-        require_sweep_plugins(["-m", "hparams_search=shakespeare_optuna"])
-    require_sweep_plugins(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
+    with pytest.raises(SystemExit, match=r"needs 'optuna'.*pip install -e '\.\[sweep\]'"):
+        require_optional_packages(["-m", "hparams_search=shakespeare_optuna"])
+    with pytest.raises(SystemExit, match=r"needs 'mlflow'.*pip install -e '\.\[mlflow\]'"):
+        require_optional_packages(["logger=mlflow"])
+    with pytest.raises(SystemExit, match=r"needs 'wandb'.*pip install -e '\.\[wandb\]'"):
+        require_optional_packages(["logger=wandb"])
+    require_optional_packages(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
 
 
 def test_a_sweep_of_spawned_ddp_jobs_works(tmp_path, corpus):

@@ -24,10 +24,10 @@ from gptlab.run.hydra import (
     check_config_dir,
     instantiate_group,
     refuse_script_launcher_in_sweep,
-    require_sweep_plugins,
+    require_optional_packages,
     run_task,
 )
-from gptlab.run.record import log_config, record_run
+from gptlab.run.record import log_checkpoint_path, log_config, record_run
 from gptlab.tokenization import Tokenizer, run_tokenizer
 
 
@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from(cfg.get("ckpt_path"), trainer))
         metrics.update(trainer.callback_metrics)
+        log_checkpoint_path(trainer, loggers)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
@@ -131,7 +132,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    require_sweep_plugins(sys.argv[1:])
+    require_optional_packages(sys.argv[1:])
     try:
         hydra_main()
     except SIGTERMException:

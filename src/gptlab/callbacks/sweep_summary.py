@@ -1,4 +1,5 @@
-"""A Hydra callback that tabulates a multirun: every job's overrides, metric and status, and the best."""
+"""A Hydra callback that tabulates a multirun: every job's overrides, metric and status (completed, failed,
+or pruned by an Optuna sweep), and the best."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from gptlab.run.hydra import is_pruned
 
 RESULT_FILE = "job_result.json"
 SUMMARY_FILE = "sweep_summary.json"
@@ -29,13 +32,14 @@ class SweepSummary(Callback):
         completed = job_return.status == JobStatus.COMPLETED
         metric = float(value) if completed and isinstance(value, int | float) else None
         failed = not completed or metric is None or not math.isfinite(metric)
+        status = "pruned" if is_pruned(value) else "failed" if failed else "completed"
         result = {
             "job": int(config.hydra.job.num),
             "overrides": list(job_return.overrides or []),
             "metric_name": config.get("optimized_metric"),
             "metric": None if failed else metric,
-            "status": "failed" if failed else "completed",
-            "error": repr(value) if not completed else None,
+            "status": status,
+            "error": repr(value) if status == "failed" and not completed else None,
             "dir": config.hydra.runtime.output_dir,
         }
         Path(config.hydra.runtime.output_dir, RESULT_FILE).write_text(json.dumps(result, indent=2))
@@ -65,7 +69,8 @@ class SweepSummary(Callback):
         best_job = summary["best"]["job"] if summary["best"] else None
         for job in summary["jobs"]:
             metric = "-" if job["metric"] is None else f"{job['metric']:.4f}"
-            style = "bold green" if job["job"] == best_job else ("red" if job["status"] == "failed" else "")
+            style = {"failed": "red", "pruned": "yellow"}.get(job["status"], "")
+            style = "bold green" if job["job"] == best_job else style
             table.add_row(str(job["job"]), " ".join(job["overrides"]), metric, job["status"], style=style)
         console = Console()
         console.print(table)

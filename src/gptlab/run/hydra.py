@@ -94,22 +94,37 @@ def run_task(task: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
             return task(cfg)
         except SweepSetupError as err:
             sys.exit(f"error: {err}")  # Hydra would record the job as failed and start the next one
-        except Exception:
+        except Exception as err:
+            if is_pruned(err):
+                raise  # Hydra keeps it as the job's result: the sweeper records the trial as pruned
             log.exception("job failed; the sweep goes on")
             return float("nan")
     return task(cfg)
 
 
-def require_sweep_plugins(argv: Sequence[str]) -> None:
-    """Stop with install instructions when the command line asks for a sweeper or launcher plugin
-    that is not installed (Hydra would only say that it cannot find the config)."""
-    wanted = {
-        "hydra_plugins.hydra_optuna_sweeper": ("hparams_search=", "hydra/sweeper=optuna"),
-        "hydra_plugins.hydra_submitit_launcher": ("hydra/launcher=",),
-    }
-    for module, prefixes in wanted.items():
-        if any(arg.startswith(prefixes) for arg in argv) and find_spec(module) is None:
-            sys.exit(
-                f"this command needs the Hydra plugin '{module.split('.')[-1]}', which is not installed; "
-                "install gptlab's sweep extra: pip install -e '.[sweep]'"
-            )
+def is_pruned(error: object) -> bool:
+    """Whether a job was stopped by an Optuna pruner (only sweeps that prune import optuna)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(error, optuna.TrialPruned)
+
+
+# What a command-line choice needs that gptlab's base install lacks: (module, extra that installs it).
+OPTIONAL_PACKAGES = {
+    ("hparams_search=", "hydra/sweeper=gptlab_optuna"): [("optuna", "sweep")],
+    ("hydra/launcher=",): [("hydra_plugins.hydra_submitit_launcher", "sweep")],
+    ("logger=mlflow",): [("mlflow", "mlflow")],
+    ("logger=wandb",): [("wandb", "wandb")],
+    ("logger=many_loggers",): [("mlflow", "mlflow"), ("wandb", "wandb")],
+}
+
+
+def require_optional_packages(argv: Sequence[str]) -> None:
+    """Stop with install instructions when the command line asks for a sweeper, launcher or logger whose
+    package is not installed (Hydra or Lightning would fail later, with less to go on)."""
+    for prefixes, needs in OPTIONAL_PACKAGES.items():
+        for module, extra in needs:
+            if any(arg.startswith(prefixes) for arg in argv) and find_spec(module) is None:
+                sys.exit(
+                    f"error: this command needs '{module.split('.')[-1]}', which is not installed; install "
+                    f"gptlab's {extra} extra: pip install -e '.[{extra}]'"
+                )

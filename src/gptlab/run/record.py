@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from lightning.pytorch.loggers import Logger
+from lightning import Trainer
+from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from rich.console import Console
@@ -20,6 +21,16 @@ def log_config(cfg: DictConfig, loggers: list[Logger], **extra: dict) -> None:
     params = OmegaConf.to_container(cfg, resolve=True) | extra
     for logger in loggers:
         logger.log_hyperparams(params)
+
+
+def log_checkpoint_path(trainer: Trainer, loggers: list[Logger]) -> None:
+    """The best (else the last) checkpoint's path, as a parameter of the run in MLflow and W&B, where a run
+    is looked up later (TensorBoard's and the CSV logs lie in the run directory, beside the checkpoints)."""
+    callback = trainer.checkpoint_callback
+    path = (callback.best_model_path or callback.last_model_path) if callback else ""
+    for logger in loggers:
+        if path and isinstance(logger, MLFlowLogger | WandbLogger):
+            logger.log_hyperparams({"checkpoint": path})
 
 
 def git_commit(directory: str | Path) -> str | None:
