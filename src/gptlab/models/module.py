@@ -215,7 +215,7 @@ class GPTModule(L.LightningModule):
         if "bpb" in metrics:
             metrics["bpb"].update(losses, self.token_bytes(batch[1].reshape(-1)))
         for key, metric in metrics.items():
-            shown = stage == "val" and dataloader_idx == 0 and key == "loss"
+            shown = stage == "val" and dataloader_idx == 0  # val/loss and val/bpb on the progress bar
             self.log(f"{prefix}/{key}", metric, prog_bar=shown, add_dataloader_idx=False)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
