@@ -12,7 +12,7 @@ from gptlab.data.cache import build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.data.datasets import TokenWindows
 from gptlab.data.documents import CorpusError
-from gptlab.tokenization import CharTokenizer
+from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer
 
 
 def test_windows_are_shifted_pairs():
@@ -44,21 +44,63 @@ def make_datamodule(corpus, tmp_path, **kwargs) -> PretrainDataModule:
     return dm
 
 
-def test_split_by_position_and_fixed_validation_windows(corpus, tmp_path):
+def held_out_text(text: str, fraction: float) -> str:
+    """The text after the cut at ``1 - fraction`` of its UTF-8 bytes, worked out independently."""
+    data = text.encode("utf-8")
+    cut = int(len(data) * (1 - fraction))
+    while cut and (data[cut] & 0xC0) == 0x80:  # a continuation byte: back to the character's start
+        cut -= 1
+    return data[cut:].decode("utf-8")
+
+
+def test_split_by_text_and_fixed_validation_windows(corpus, tmp_path):
     dm = make_datamodule(corpus, tmp_path)
     dm.setup("fit")
     text = corpus.read_text(encoding="utf-8")
-    n = len(text)
+    val_text = held_out_text(text, 0.1)
     train, val = dm.datasets["train"], dm.datasets["val"]
-    n_val = int(n * 0.1)
-    assert len(train) == (n - n_val) - 16
-    assert val.start == n - n_val and val.stride == 16
+    n_train = len(text) - len(val_text)
+    assert len(train) == n_train - 16
+    assert val.start == n_train and val.stride == 16
     assert dm.datasets["test"] is val  # no test fraction: test evaluates the validation windows
     x, _ = val[0]
-    assert dm.tokenizer.decode(x.tolist()) == text[n - n_val : n - n_val + 16]
+    assert dm.tokenizer.decode(x.tolist()) == val_text[:16]
     first = [b[0].clone() for b in dm.val_dataloader()]
     second = [b[0].clone() for b in dm.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("make_tokenizer", [CharTokenizer, ByteTokenizer, lambda: BPETokenizer(300)])
+def test_every_tokenizer_holds_out_the_same_text_and_counts_its_bytes(corpus, tmp_path, make_tokenizer):
+    text = corpus.read_text(encoding="utf-8")
+    cache = build_token_cache(corpus, make_tokenizer(), tmp_path / "cache", split=(0.1, 0.05))
+    tokenizer, tokens = cache.tokenizer(), cache.tokens()
+    sizes = np.array(tokenizer.token_bytes())
+    assert len(sizes) == tokenizer.vocab_size and sizes[tokenizer.eot_id] == 0
+    test_text = held_out_text(text, 0.05)
+    val_text = held_out_text(text, 0.15)[: -len(test_text)]
+    for name, expected in [
+        ("val", val_text),
+        ("test", test_text),
+        ("train", text[: -len(val_text + test_text)]),
+    ]:
+        start, end = cache.split_range(name)
+        assert tokenizer.decode(tokens[start:end].tolist()) == expected
+        # Each token's own bytes (a byte-level token may hold half a Chinese character) sum to the text's.
+        assert sizes[tokens[start:end]].sum() == len(expected.encode("utf-8"))
+    assert cache.split_range("test")[1] == len(tokens)
+
+
+def test_a_cache_of_an_older_format_is_never_read(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("gptlab.data.cache.CACHE_FORMAT", 2)
+    old = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache", split=(0.1, 0.0))
+    monkeypatch.undo()
+    new = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache", split=(0.1, 0.0))
+    assert new.directory != old.directory
+    assert build_token_cache(corpus, CharTokenizer(), tmp_path / "cache", split=(0.2, 0.0)).directory not in (
+        old.directory,
+        new.directory,
+    )  # the split is part of the key too
 
 
 def test_training_batches_are_random_but_seeded(corpus, tmp_path):

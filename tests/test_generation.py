@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptlab.models.generation import KVCache, sample
+from gptlab.models.generation import KVCache, nucleus, penalise_repetition, sample
 from gptlab.models.module import GPTModule
 from gptlab.tokenization import CharTokenizer
 
@@ -141,3 +141,65 @@ def test_a_cuda_device_without_cuda_is_named(tmp_path):
     cfg = compose_config(tmp_path, f"ckpt_path={tmp_path}/x.ckpt", "device=cuda", config_name="generate")
     with pytest.raises(ValueError, match=r"device=cuda, but torch .* finds no CUDA GPU; use device=cpu"):
         generate(cfg)
+
+
+def test_nucleus_keeps_the_fewest_likely_tokens_that_reach_top_p():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()[:, [2, 0, 3, 1]]  # shuffled: order must not matter
+    kept = {p: torch.isfinite(nucleus(logits, p))[0].tolist() for p in (0.5, 0.7, 0.81, 1.0)}
+    assert kept[0.5] == [False, True, False, False]  # 0.5 alone reaches 0.5
+    assert kept[0.7] == [False, True, False, True]  # 0.5 + 0.3
+    assert kept[0.81] == [True, True, False, True]
+    assert kept[1.0] == [True, True, True, True]
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits():
+    logits = torch.tensor([[2.0, -1.0, 3.0, -4.0]])
+    seen = torch.tensor([[0, 1, 1]])  # a repeated token is penalised once
+    assert penalise_repetition(logits, seen, 2.0).tolist() == [[1.0, -2.0, 3.0, -4.0]]
+
+
+def test_penalised_and_nucleus_sampling_are_identical_with_and_without_the_cache():
+    model = lively_model()
+    prompt = torch.randint(0, 50, (1, 5))
+
+    def draw(use_cache: bool, **options) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(7)
+        return sample(model, prompt, 30, BLOCK, 1.0, generator=generator, use_cache=use_cache, **options)
+
+    options = {"top_p": 0.8, "repetition_penalty": 1.3}
+    assert torch.equal(draw(True, **options), draw(False, **options))
+    assert not torch.equal(draw(True, **options), draw(True))
+    greedy = sample(model, prompt, 30, BLOCK, 0, repetition_penalty=1.5)
+    assert torch.equal(greedy, sample(model, prompt, 30, BLOCK, 0, repetition_penalty=1.5, use_cache=False))
+    plain = sample(model, prompt, 30, BLOCK, 0)
+    assert len(set(greedy[0, 5:].tolist())) >= len(set(plain[0, 5:].tolist()))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty must be > 0"),
+    ],
+)
+def test_meaningless_sampling_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        sample(lively_model(), torch.zeros(1, 1, dtype=torch.long), 1, BLOCK, **options)
+
+
+def test_generation_stops_at_a_stop_string_and_leaves_it_out():
+    tokenizer = CharTokenizer()
+    tokenizer.fit(["abcdefghij klmnop"])
+    torch.manual_seed(0)
+    backbone = {"block_size": BLOCK, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    model = GPTModule(tokenizer.vocab_size, backbone, tokenizer=tokenizer)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.5)
+    full = model.generate("abc", max_new_tokens=12, top_k=1)
+    stop = full[5:7]
+    calls: list[int] = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    cut = model.generate("abc", max_new_tokens=12, top_k=1, stop=["never written", stop])
+    assert cut == full[: full.find(stop)] and len(calls) == full.find(stop) + len(stop)

@@ -10,9 +10,9 @@ What is checked, for README.md, README.zh-CN.md and notebooks/README.md:
   group, experiment or search space that does not exist fails here. The slow test RUNS a representative
   command of each kind with tiny settings (RUNS below), in order, in a scratch directory.
 - ``make <target>``: the target exists (``make -n``); ``torchrun``: its options parse with torch's own
-  argument parser; ``pytest <file>``, ``python benchmarks/<script>``: the file exists; ``pip install -e
-  '.[extras]'``: the extras exist in pyproject.toml; ``tensorboard``, ``jupyter``: the program is installed
-  in the environment. NOT_RUN lists what is never executed here and why.
+  argument parser; ``pytest <file>``, ``python benchmarks/<script>`` (or ``data/<script>``): the file
+  exists; ``pip install -e '.[extras]'``: the extras exist in pyproject.toml; ``tensorboard``,
+  ``jupyter``: the program is installed in the environment. NOT_RUN lists what is never executed here and why.
 - Inline config keys (``model.backbone.dropout``, ``data=corpus``, ``top_k=1``, ...): the key exists in
   a composed config, the group option is a file in configs/, a ``+key`` is one the config lacks.
 - The experiment and trainer tables list exactly the files of configs/experiment and configs/trainer,
@@ -318,7 +318,8 @@ def check_other(command: Command) -> str:
         assert files and all((PROJECT_ROOT / f).is_file() for f in files), command.text
         return "test file exists"
     if program.startswith("python"):
-        assert argv[1].startswith("benchmarks/") and (PROJECT_ROOT / argv[1]).is_file(), command.text
+        script = argv[1]
+        assert script.startswith(("benchmarks/", "data/")) and (PROJECT_ROOT / script).is_file(), command.text
         return "script exists"
     if program == "pip":
         assert argv[1] == "install", command.text

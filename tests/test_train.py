@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,9 +26,16 @@ def trained_run(tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("run")
     corpus = out / "corpus.txt"
     corpus.write_text((ENGLISH + CHINESE) * 30, encoding="utf-8")
+    (out / "poem.txt").write_text(CHINESE * 4, encoding="utf-8")
+    task = out / "task.jsonl"
+    item = {"context": "All:\n", "choices": ["Speak, speak.\n", "First Citizen:\n"], "label": 0}
+    task.write_text(json.dumps(item) + "\n", encoding="utf-8")
     cfg = compose_config(
         out,
         f"data.path={corpus}",
+        f"data.eval_sets={{poem: {out / 'poem.txt'}}}",
+        f"callbacks.choice_eval.path={task}",
+        "optimized_metric=val/bpb",
         *TINY_OVERRIDES,
         "trainer.max_steps=40",
         "trainer.val_check_interval=10",
@@ -69,10 +77,13 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     # the curated set: no hp_metric placeholder, no epoch, one lr curve, no raw throughput counters
-    assert scalars == {
+    evaluation = {"val/bpb", "test/bpb", "val/poem/loss", "val/poem/bpb", "test/poem/loss", "test/poem/bpb"}
+    evaluation |= {"val/choice/acc", "val/choice/acc_norm", "test/choice/acc", "test/choice/acc_norm"}
+    assert scalars == evaluation | {
         "train/loss", "train/lr", "train/grad_norm", "train/memory_gb", "train/tokens_per_s", "train/mfu",
         "val/loss", "val/ppl", "test/loss", "best/val/loss",
     }  # fmt: skip
+    assert latest(events, "val/choice/acc") in (0.0, 1.0)
     assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
     tokens_per_s = latest(events, "train/tokens_per_s")
     model = load_module(run_dir / "checkpoints" / "last.ckpt")
@@ -82,7 +93,9 @@ def test_tensorboard_has_scalars_samples_and_resolved_hparams(trained_run):
     assert len(val) == 4 and val[-1] < val[0]  # it learns
     ppl = [e.value for e in events.Scalars("val/ppl")]
     assert ppl[-1] == pytest.approx(float(torch.tensor(val[-1]).exp()), rel=1e-4)
-    assert latest(events, "best/val/loss") == pytest.approx(metric)
+    assert latest(events, "best/val/loss") == pytest.approx(min(val))
+    bpb = [e.value for e in events.Scalars("val/bpb")]  # optimized_metric=val/bpb
+    assert len(bpb) == 4 and bpb[-1] < bpb[0] and bpb[-1] == pytest.approx(metric, rel=1e-5)
     samples = events.Tensors("samples/text/text_summary")
     assert [s.step for s in samples] == [10, 20, 30, 40]
     # every scalar is numbered by the steps done, like the samples and checkpoints of that step
@@ -111,6 +124,17 @@ def test_generate_from_checkpoint_alone_and_greedy_is_deterministic(trained_run,
     a, b = generate(cfg)
     assert a != b  # sampling draws from one seeded generator: samples differ, runs repeat
     assert generate(cfg) == [a, b]
+
+
+def test_generate_takes_nucleus_penalty_and_stop_strings(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt_path={ckpt}", "prompt=All:", "max_new_tokens=60", "temperature=1.0", "num_samples=3"]
+    free = generate(compose_config(tmp_path, *overrides, config_name="generate"))
+    options = ["top_p=0.9", "repetition_penalty=1.2", "stop=[':']"]
+    stopped = generate(compose_config(tmp_path, *overrides, *options, config_name="generate"))
+    assert all(text.startswith("All:") and ":" not in text[4:] for text in stopped)
+    assert stopped != free and sum(map(len, stopped)) < sum(map(len, free))
 
 
 def test_generate_cli_prints_text_and_names_bad_input(trained_run):

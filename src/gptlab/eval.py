@@ -2,6 +2,7 @@
 
 gptlab-eval ckpt_path=logs/train/runs/<time>/checkpoints/best-step000600.ckpt
 gptlab-eval ckpt_path=... data.path=other.jsonl
+gptlab-eval ckpt_path=... data=corpus data.path=<any text> data.eval_sets='{kjv: kjv.txt}'  (an LM)
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "data.path=<file>) and a language model on a corpus (data=shakespeare, or data=corpus "
             "data.path=<file>)"
         )
+    # A language model tests on the data's evaluation corpora too (test/<name>/loss and bpb).
+    model.eval_sets = list(getattr(datamodule, "eval_sets", {}))
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -28,7 +28,17 @@ def generate(cfg: DictConfig) -> list[str]:
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     top_k = cfg.top_k or None
     return [
-        cfg.prompt + model.generate(cfg.prompt, cfg.max_new_tokens, cfg.temperature, top_k, generator)
+        cfg.prompt
+        + model.generate(
+            cfg.prompt,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            top_k,
+            generator,
+            top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty,
+            stop=list(cfg.stop),
+        )  # fmt: skip
         for _ in range(cfg.num_samples)
     ]
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from gptlab.models.generation import check_sampling
 
 
 class TextSampler(L.Callback):
@@ -26,7 +30,11 @@ class TextSampler(L.Callback):
         every_n_validations: int = 1,
         seed: int = 0,
         print_sample: bool = False,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[str] = (),
     ) -> None:
+        check_sampling(temperature, top_p, repetition_penalty)
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -34,6 +42,7 @@ class TextSampler(L.Callback):
         self.every_n_validations = every_n_validations
         self.seed = seed
         self.print_sample = print_sample
+        self.sampling = {"top_p": top_p, "repetition_penalty": repetition_penalty, "stop": list(stop)}
         self._validations = 0
 
     @rank_zero_only
@@ -46,7 +55,9 @@ class TextSampler(L.Callback):
         if self._validations % self.every_n_validations:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        text = pl_module.generate(self.prompt, self.max_new_tokens, self.temperature, self.top_k, generator)
+        text = pl_module.generate(
+            self.prompt, self.max_new_tokens, self.temperature, self.top_k, generator, **self.sampling
+        )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 # Markdown collapses whitespace; a code block keeps the line breaks of verse.

@@ -32,7 +32,8 @@ try:  # POSIX only; elsewhere concurrent preparations of one entry are not seria
 except ImportError:  # pragma: no cover
     fcntl = None
 
-CACHE_FORMAT = 2
+# 3: the splits are cut in the text before tokenizing and their token ranges kept in meta.json.
+CACHE_FORMAT = 3
 
 
 def tokenizer_identity(tokenizer: Tokenizer) -> dict:
@@ -84,6 +85,11 @@ class TokenCache:
                 )
             return np.memmap(self.tokens_path, dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
 
+    def split_range(self, name: str) -> tuple[int, int]:
+        """The [start, end) token range of split ``name`` (train, val or test; empty when absent)."""
+        start, end = self.meta["splits"].get(name, (0, 0))
+        return start, end
+
     def tokenizer(self) -> Tokenizer:
         with self._damage_named():
             return Tokenizer.from_json((self.directory / "tokenizer.json").read_text(encoding="utf-8"))
@@ -110,6 +116,7 @@ def _options(
     encoding_errors: str,
     preprocessing: Preprocessing,
     fit_sample_mb: float | None,
+    split: tuple[float, float],
 ) -> dict:
     if encoding_errors not in ENCODING_ERRORS:
         raise ValueError(f"data.encoding_errors must be one of {ENCODING_ERRORS}, got {encoding_errors!r}")
@@ -120,6 +127,7 @@ def _options(
         "encoding_errors": encoding_errors,
         "preprocessing": asdict(preprocessing),
         "fit_sample_mb": fit_sample_mb,
+        "split": list(split),
     }
 
 
@@ -132,9 +140,12 @@ def find_token_cache(
     encoding_errors: str = "strict",
     preprocessing: Preprocessing | Mapping | None = None,
     fit_sample_mb: float | None = None,
+    split: tuple[float, float] = (0.0, 0.0),
 ) -> TokenCache:
     """The cache entry for these inputs, complete or not (see ``TokenCache.complete``); builds nothing."""
-    options = _options(text_field, encoding_errors, Preprocessing.from_any(preprocessing), fit_sample_mb)
+    options = _options(
+        text_field, encoding_errors, Preprocessing.from_any(preprocessing), fit_sample_mb, split
+    )
     return _entry(expand_paths(path), tokenizer, cache_dir, options)
 
 
@@ -154,6 +165,7 @@ def build_token_cache(
     preprocessing: Preprocessing | Mapping | None = None,
     num_proc: int | None = None,
     fit_sample_mb: float | None = None,
+    split: tuple[float, float] = (0.0, 0.0),
     chunk_chars: int = CHUNK_CHARS,
     piece_chars: int = PIECE_CHARS,
 ) -> TokenCache:
@@ -169,11 +181,13 @@ def build_token_cache(
     already parallel. ``fit_sample_mb``: a tokenizer that learns its vocabulary (BPE, char) learns it
     from about this many MB spread evenly over the corpus (every k-th chunk) instead of all of it, which
     bounds BPE training's time and memory; None uses the whole corpus. ``chunk_chars`` and
-    ``piece_chars`` set the streaming granularity and do not change the tokens.
+    ``piece_chars`` set the streaming granularity and do not change the tokens. ``split``: the
+    (val_fraction, test_fraction) of the text's UTF-8 bytes, cut before tokenizing so that every
+    tokenizer holds out the same text (``TokenCache.split_range``).
     """
     preprocessing = Preprocessing.from_any(preprocessing)
     files = expand_paths(path)
-    options = _options(text_field, encoding_errors, preprocessing, fit_sample_mb)
+    options = _options(text_field, encoding_errors, preprocessing, fit_sample_mb, split)
     entry = _entry(files, tokenizer, cache_dir, options)
     if entry.complete:
         return entry
@@ -194,7 +208,7 @@ def build_token_cache(
             read = CorpusReader(
                 files, text_field, encoding_errors, preprocessing, chunk_chars, piece_chars, path
             )
-            meta = prepare_tokens(read, tokenizer, staging, num_proc, fit_sample_mb)
+            meta = prepare_tokens(read, tokenizer, staging, num_proc, fit_sample_mb, tuple(split))
             # meta.json last: its presence marks the entry complete.
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
             os.rename(staging, entry.directory)

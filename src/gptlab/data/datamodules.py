@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -15,7 +15,7 @@ from gptlab.data.cache import TokenCache, build_token_cache, find_token_cache
 from gptlab.data.datasets import TokenWindows, keep_batch
 from gptlab.data.documents import Preprocessing
 from gptlab.data.sampling import BatchPlan, GlobalBatchSampler, ResumableDataLoader, ShardSampler
-from gptlab.tokenization import Tokenizer
+from gptlab.tokenization import Tokenizer, UnknownCharactersError
 
 
 def check_split_fractions(val_fraction: float, test_fraction: float, what: str) -> None:
@@ -67,7 +67,13 @@ class GlobalBatchDataModule(L.LightningDataModule):
 
 
 class PretrainDataModule(GlobalBatchDataModule):
-    """Causal-LM data: a corpus split by position into train / val (/ test) token ranges.
+    """Causal-LM data: a corpus split into train / val (/ test) text, plus named evaluation corpora.
+
+    The split is cut in the text, at ``1 - val_fraction - test_fraction`` (and ``1 - test_fraction``)
+    of its UTF-8 bytes (at a character boundary), before tokenizing: every tokenizer validates on
+    the same text, so bits per byte compare across tokenizers. ``eval_sets`` (name -> file, directory,
+    glob or list) are tokenized with the run's tokenizer, cached like the corpus and validated whole
+    beside the val split (second and later validation loaders, in the order given).
 
     ``path`` is a file, directory, glob or a list of them (.txt, .jsonl, .csv, .tsv, optionally .gz;
     see :mod:`gptlab.data.documents` and :func:`gptlab.data.cache.build_token_cache` for ``text_field``,
@@ -100,10 +106,18 @@ class PretrainDataModule(GlobalBatchDataModule):
         preprocessing: Preprocessing | dict | None = None,
         num_proc: int | None = None,
         fit_sample_mb: float | None = None,
+        eval_sets: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         check_split_fractions(val_fraction, test_fraction, "text")
         check_block_size(block_size)
+        eval_sets = dict(eval_sets or {})
+        for name in eval_sets:
+            if not name or "/" in name or name in ("val", "test"):
+                raise ValueError(
+                    f"data.eval_sets name {name!r} cannot be a metric name part: use a non-empty name "
+                    "without '/' other than 'val' and 'test'"
+                )
         self.path = os.fspath(path) if isinstance(path, str | os.PathLike) else [os.fspath(p) for p in path]
         self.tokenizer = tokenizer
         self.block_size = block_size
@@ -124,13 +138,25 @@ class PretrainDataModule(GlobalBatchDataModule):
             "preprocessing": Preprocessing.from_any(preprocessing),
             "fit_sample_mb": fit_sample_mb,
         }
+        self.eval_sets = {
+            name: os.fspath(p) if isinstance(p, str | os.PathLike) else [os.fspath(q) for q in p]
+            for name, p in eval_sets.items()
+        }
         self.num_proc = num_proc
         self.datasets: dict[str, TokenWindows] = {}
         self._reported_cache: str | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the model must be built with to fit this data (call after ``setup``)."""
-        return {"vocab_size": self.tokenizer.vocab_size, "tokenizer": self.tokenizer}
+        return {
+            "vocab_size": self.tokenizer.vocab_size,
+            "tokenizer": self.tokenizer,
+            "eval_sets": list(self.eval_sets),
+        }
+
+    @property
+    def _split(self) -> tuple[float, float]:
+        return (self.val_fraction, self.test_fraction)
 
     @property
     def tokens_per_sample(self) -> int:
@@ -138,22 +164,39 @@ class PretrainDataModule(GlobalBatchDataModule):
 
     def prepare_data(self) -> None:
         cache = build_token_cache(
-            self.path, self.requested_tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
-        )
+            self.path, self.requested_tokenizer, self.cache_dir, num_proc=self.num_proc,
+            split=self._split, **self.corpus_options,
+        )  # fmt: skip
+        # Evaluation corpora: encoded with the corpus's fitted tokenizer, never fitted themselves.
+        tokenizer = cache.tokenizer()
+        eval_caches = {}
+        for name, path in self.eval_sets.items():
+            try:
+                eval_caches[name] = build_token_cache(
+                    path, tokenizer, self.cache_dir, num_proc=self.num_proc, **self.corpus_options
+                )
+            except UnknownCharactersError as err:
+                raise UnknownCharactersError(
+                    f"data.eval_sets.{name} ('{path}'): {err} A character vocabulary knows only the "
+                    "training corpus's characters; tokenizer=byte or tokenizer=bpe read any text."
+                ) from None
         if str(cache.directory) == self._reported_cache:
             return  # Lightning calls prepare_data again for each stage; say it once
         self._reported_cache = str(cache.directory)
-        meta = cache.meta
-        rank_zero_info(
-            f"token cache: {cache.directory} ({meta['num_tokens']:,} tokens from {meta['documents']:,} "
-            f"documents; {meta['dropped_documents']:,} dropped by preprocessing or empty)"
-        )
+        labels = {"": cache} | {f" for data.eval_sets.{name}": entry for name, entry in eval_caches.items()}
+        for label, entry in labels.items():
+            meta = entry.meta
+            rank_zero_info(
+                f"token cache{label}: {entry.directory} ({meta['num_tokens']:,} tokens from "
+                f"{meta['documents']:,} documents; {meta['dropped_documents']:,} dropped by preprocessing "
+                "or empty)"
+            )
 
-    def _cache(self) -> TokenCache:
-        cache = find_token_cache(self.path, self.requested_tokenizer, self.cache_dir, **self.corpus_options)
+    def _cache(self, path: str | list[str], tokenizer: Tokenizer, split: tuple[float, float]) -> TokenCache:
+        cache = find_token_cache(path, tokenizer, self.cache_dir, split=split, **self.corpus_options)
         if not cache.complete:
             raise RuntimeError(
-                f"no token cache for corpus '{self.path}' in '{self.cache_dir}'; call prepare_data() "
+                f"no token cache for corpus '{path}' in '{self.cache_dir}'; call prepare_data() "
                 "before setup() (Lightning's Trainer does so on rank 0)"
             )
         return cache
@@ -161,23 +204,29 @@ class PretrainDataModule(GlobalBatchDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        cache = self._cache()
+        cache = self._cache(self.path, self.requested_tokenizer, self._split)
         self.tokenizer = cache.tokenizer()
         tokens = cache.tokens()
-        n = len(tokens)
-        n_test = int(n * self.test_fraction)
-        n_val = int(n * self.val_fraction)
-        train_end, val_end = n - n_val - n_test, n - n_test
         block = self.block_size
         try:
-            self.datasets["train"] = TokenWindows(tokens, block, 0, train_end, stride=1)
-            self.datasets["val"] = self._eval_windows(tokens, train_end, val_end)
-            self.datasets["test"] = self._eval_windows(tokens, val_end, n) if n_test else self.datasets["val"]
+            self.datasets["train"] = TokenWindows(tokens, block, *cache.split_range("train"), stride=1)
+            self.datasets["val"] = self._eval_windows(tokens, *cache.split_range("val"))
+            self.datasets["test"] = (
+                self._eval_windows(tokens, *cache.split_range("test"))
+                if self.test_fraction
+                else self.datasets["val"]
+            )
         except ValueError as err:
             raise ValueError(
-                f"corpus '{self.path}' has {n:,} tokens, too short for block_size={block} with "
-                f"val_fraction={self.val_fraction}: {err}"
+                f"corpus '{self.path}' has {len(tokens):,} tokens, too short for block_size={block} with "
+                f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction}: {err}"
             ) from None
+        for name, path in self.eval_sets.items():
+            entry = self._cache(path, self.tokenizer, (0.0, 0.0))
+            try:
+                self.datasets[name] = self._eval_windows(entry.tokens(), *entry.split_range("train"))
+            except ValueError as err:
+                raise ValueError(f"data.eval_sets.{name} ('{path}'): {err}") from None
 
     def _eval_windows(self, tokens, start: int, end: int) -> TokenWindows:
         windows = TokenWindows(tokens, self.block_size, start, end, stride=self.block_size)
@@ -204,8 +253,12 @@ class PretrainDataModule(GlobalBatchDataModule):
         plan = self.batch_plan
         return self._loader(split, ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size))
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if not self.eval_sets:
+            return self._eval_loader("val")
+        return [self._eval_loader(name) for name in ("val", *self.eval_sets)]
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if not self.eval_sets:
+            return self._eval_loader("test")
+        return [self._eval_loader(name) for name in ("test", *self.eval_sets)]

@@ -227,6 +227,48 @@ def iter_chunks(
         raise CorpusError(f"corpus '{where}' is empty; it must hold some text to train on")
 
 
+SPLITS = ("train", "val", "test")
+
+
+def split_offsets(total_bytes: int, val_fraction: float, test_fraction: float) -> list[int]:
+    """The UTF-8 byte offsets at which the val and the test split begin (the test one only if any)."""
+    cuts = [int(total_bytes * (1 - val_fraction - test_fraction))]
+    if test_fraction:
+        cuts.append(int(total_bytes * (1 - test_fraction)))
+    return cuts
+
+
+def _cut_index(text: str, nbytes: int) -> int:
+    """The number of whole characters in the first ``nbytes`` UTF-8 bytes of ``text``."""
+    return len(text.encode("utf-8", errors="surrogatepass")[:nbytes].decode("utf-8", errors="ignore"))
+
+
+def split_chunks(chunks: Iterable[list[Piece]], cuts: list[int]) -> Iterator[tuple[int, list[Piece]]]:
+    """(split index, chunk) for the corpus cut at the byte offsets ``cuts`` (see :func:`split_offsets`;
+    a cut inside a character moves back to its start): chunks never span two splits, and a split never
+    starts with an end-of-text token. The cut depends on the text alone, so every tokenizer sees the
+    same splits."""
+    split, position = 0, 0
+    for chunk in chunks:
+        out: list[Piece] = []
+        for separate, text in chunk:
+            while split < len(cuts) and position + len(text.encode("utf-8", "surrogatepass")) > cuts[split]:
+                index = _cut_index(text, cuts[split] - position)
+                head, text = text[:index], text[index:]
+                if head:
+                    out.append((separate, head))
+                    position += len(head.encode("utf-8", "surrogatepass"))
+                if out:
+                    yield split, out
+                    out = []
+                split, separate = split + 1, False
+            if text:
+                out.append((separate, text))
+                position += len(text.encode("utf-8", "surrogatepass"))
+        if out:
+            yield split, out
+
+
 @dataclass
 class CorpusReader:
     """Reads the corpus from the start each time it is called (once to fit, once to encode)."""

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.data.documents import CHUNK_CHARS, CorpusReader, CorpusStats, Piece
+from gptlab.data.documents import (
+    CHUNK_CHARS,
+    SPLITS,
+    CorpusReader,
+    CorpusStats,
+    Piece,
+    split_chunks,
+    split_offsets,
+)
 from gptlab.tokenization import Tokenizer, UnknownCharactersError
 
 # A pool costs its start-up and pays only on a large corpus with a core free (figures in
@@ -25,8 +33,17 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def prepare_tokens(
-    read: CorpusReader, tokenizer: Tokenizer, staging: Path, num_proc: int | None, fit_sample_mb: float | None
+    read: CorpusReader,
+    tokenizer: Tokenizer,
+    staging: Path,
+    num_proc: int | None,
+    fit_sample_mb: float | None,
+    split: tuple[float, float] = (0.0, 0.0),
 ) -> dict:
+    """Fit ``tokenizer`` if it needs to, then write the corpus's tokens to ``staging/tokens.bin``: the
+    train split, then val, then test, cut at byte offsets of the text by ``split`` = (val_fraction,
+    test_fraction) before tokenizing (:func:`gptlab.data.documents.split_chunks`). Returns the entry's
+    metadata, with each split's token range."""
     fit_seconds = fit_cpu = 0.0
     if tokenizer.needs_fit:
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -40,14 +57,25 @@ def prepare_tokens(
         fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
 
     start, start_cpu = time.perf_counter(), time.process_time()
+    cuts = []
+    if any(split):  # a counting pass: the cut needs the size of the text after preprocessing
+        text_bytes = sum(len(text.encode()) for chunk in read(CorpusStats()) for _, text in chunk)
+        cuts = split_offsets(text_bytes, *split)
     stats = CorpusStats()
     dtype = token_dtype(tokenizer.vocab_size)
-    num_tokens = 0
+    split_of_chunk: deque[int] = deque()
+
+    def chunks() -> Iterator[list[Piece]]:
+        for index, chunk in split_chunks(read(stats), cuts):
+            split_of_chunk.append(index)
+            yield chunk
+
+    counts = [0] * (len(cuts) + 1)
     try:
         with open(staging / "tokens.bin", "wb") as out:
-            for tokens in _encode_chunks(tokenizer, read(stats), dtype, num_proc, read.total_bytes):
+            for tokens in _encode_chunks(tokenizer, chunks(), dtype, num_proc, read.total_bytes):
                 tokens.tofile(out)
-                num_tokens += len(tokens)
+                counts[split_of_chunk.popleft()] += len(tokens)
     except UnknownCharactersError as err:
         if fit_seconds and fit_sample_mb is not None:
             raise UnknownCharactersError(
@@ -56,9 +84,13 @@ def prepare_tokens(
             ) from None
         raise
     (staging / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+    ends = np.cumsum(counts).tolist()
+    splits = zip(SPLITS[: len(counts)], counts, ends, strict=True)
     return {
         "dtype": dtype.name,
-        "num_tokens": num_tokens,
+        "num_tokens": ends[-1],
+        # [start, end) token range of each split
+        "splits": {name: [end - count, end] for name, count, end in splits},
         "files": [str(f) for f in read.files],
         "tokenizer": tokenizer.spec(),
         "vocab_size": tokenizer.vocab_size,

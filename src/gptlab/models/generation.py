@@ -50,6 +50,32 @@ class KVCache:
         self.length = 0
 
 
+def check_sampling(temperature: float, top_p: float | None, repetition_penalty: float) -> None:
+    """Refuse sampling settings that mean nothing."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1: off), got {top_p}")
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1: off), got {repetition_penalty}")
+
+
+def penalise_repetition(logits: torch.Tensor, idx: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty: the logit of every token already in ``idx`` is divided by ``penalty``
+    if positive, multiplied if negative, so a penalty > 1 makes any seen token less likely."""
+    seen = logits.gather(1, idx)
+    return logits.scatter(1, idx, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probabilities sum to at least ``top_p``."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    # A token goes when the ones more likely than it already reach top_p; the most likely always stays.
+    drop = probs.cumsum(dim=-1) - probs >= top_p
+    return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+
+
 @torch.no_grad()
 def sample(
     logits_fn: Callable[..., torch.Tensor],
@@ -60,10 +86,16 @@ def sample(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop: Callable[[torch.Tensor], bool] | None = None,
 ) -> torch.Tensor:
     """Extend ``idx`` (B, T) by ``max_new_tokens`` tokens drawn from ``logits_fn`` (ids -> logits).
 
-    ``temperature=0`` or ``top_k=1`` is greedy decoding. The context is cropped to ``block_size``.
+    ``temperature=0`` or ``top_k=1`` is greedy decoding. ``top_p`` < 1 samples from the nucleus (after
+    ``top_k``); ``repetition_penalty`` > 1 discourages tokens already in the sequence (greedy too).
+    ``stop(idx)``, called after each token, ends the sampling early when it returns True. The context
+    is cropped to ``block_size``.
 
     With ``use_cache``, ``logits_fn`` is called as ``logits_fn(ids, cache=cache)`` with a
     :class:`KVCache`: the prompt is fed once, then only the newest token each step. Once the context
@@ -71,8 +103,7 @@ def sample(
     cached key; each step then recomputes the window from scratch, exactly as the uncached path does,
     so both paths write the same text.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_sampling(temperature, top_p, repetition_penalty)
     cache = KVCache(block_size) if use_cache else None
     for _ in range(max_new_tokens):
         if cache is None:
@@ -83,6 +114,8 @@ def sample(
             cache.reset()
             logits = logits_fn(idx[:, -block_size:], cache=cache)
         logits = logits[:, -1, :]
+        if repetition_penalty != 1.0:
+            logits = penalise_repetition(logits, idx, repetition_penalty)
         if temperature == 0 or top_k == 1:
             next_id = logits.argmax(dim=-1, keepdim=True)
         else:
@@ -90,7 +123,11 @@ def sample(
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
+            if top_p is not None and top_p < 1:
+                logits = nucleus(logits, top_p)
             probs = torch.softmax(logits.float(), dim=-1)
             next_id = torch.multinomial(probs, num_samples=1, generator=generator)
         idx = torch.cat((idx, next_id), dim=1)
+        if stop is not None and stop(idx):
+            break
     return idx

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -52,6 +53,25 @@ class Perplexity(WeightedMean):
         return super().compute().exp()
 
 
+class BitsPerByte(Metric):
+    """Summed loss over target tokens / ln 2 / the UTF-8 bytes those tokens stand for: a measure that
+    compares models whatever their tokenizer. End-of-text targets (no bytes) count in neither sum."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("nats", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("bytes", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, token_losses: torch.Tensor, token_bytes: torch.Tensor) -> None:
+        self.nats += token_losses.detach().double().masked_fill(token_bytes == 0, 0.0).sum()
+        self.bytes += token_bytes.sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.nats / self.bytes / math.log(2)
+
+
 class GPTModule(L.LightningModule):
     """Causal language modelling with a tied LM head; the base of :class:`~gptlab.models.classifier.
     GPTClassifier`, which adds a classification head to the same backbone.
@@ -61,7 +81,8 @@ class GPTModule(L.LightningModule):
     :func:`gptlab.models.io.load_module`); optimizer and scheduler factories are not saved (the resolved
     run config records them), so checkpoints load with ``weights_only=True``.
     ``pretrained_hf``: a local Hugging Face GPT-2 directory whose shapes and weights the backbone takes
-    (:func:`gptlab.models.hf.load_hf_gpt2`).
+    (:func:`gptlab.models.hf.load_hf_gpt2`). ``eval_sets``: the names of the data's evaluation corpora,
+    validated after the main split and logged as ``val/<name>/loss`` and ``val/<name>/bpb``.
     """
 
     def __init__(
@@ -73,6 +94,7 @@ class GPTModule(L.LightningModule):
         tokenizer: Tokenizer | None = None,
         pretrained_hf: str | os.PathLike | None = None,
         compile: bool = False,
+        eval_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         hf_weights = None
@@ -105,6 +127,24 @@ class GPTModule(L.LightningModule):
         self.val_loss = WeightedMean()
         self.val_ppl = Perplexity()
         self.test_loss = WeightedMean()
+        self.val_bpb = BitsPerByte()
+        self.test_bpb = BitsPerByte()
+        self.eval_sets = list(eval_sets)
+        self._token_bytes: torch.Tensor | None = None
+
+    @property
+    def eval_sets(self) -> list[str]:
+        """Names of the evaluation corpora validated after the main split, in loader order."""
+        return list(self.set_metrics["val"]) if hasattr(self, "set_metrics") else []
+
+    @eval_sets.setter
+    def eval_sets(self, names: Sequence[str]) -> None:
+        def metrics() -> torch.nn.ModuleDict:
+            return torch.nn.ModuleDict({"loss": WeightedMean(), "bpb": BitsPerByte()})
+
+        self.set_metrics = torch.nn.ModuleDict(
+            {stage: torch.nn.ModuleDict({name: metrics() for name in names}) for stage in ("val", "test")}
+        )
 
     def configure_model(self) -> None:
         if self.compile_backbone:
@@ -144,9 +184,43 @@ class GPTModule(L.LightningModule):
         return self.lm_head(self.backbone(idx, cache))
 
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self._token_losses(batch).mean()
+
+    def _token_losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The cross-entropy of each target token, flattened."""
         inputs, targets = batch
         logits = self(inputs)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+
+    def token_bytes(self, targets: torch.Tensor) -> torch.Tensor:
+        """The UTF-8 bytes each target token stands for (:meth:`Tokenizer.token_bytes`)."""
+        if self._token_bytes is None or self._token_bytes.device != targets.device:
+            self._token_bytes = torch.tensor(self.tokenizer.token_bytes(), device=targets.device)
+        return self._token_bytes[targets]
+
+    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
+        """Update and log ``stage``'s metrics: the main split's on loader 0, an eval set's after it."""
+        losses = self._token_losses(batch)
+        loss, weight = losses.mean(), losses.numel()
+        has_bytes = self.tokenizer is not None
+        if dataloader_idx == 0:
+            prefix, metrics = stage, {"loss": getattr(self, f"{stage}_loss")}
+            if stage == "val":
+                self.val_ppl.update(loss, weight)
+                self.log("val/ppl", self.val_ppl, add_dataloader_idx=False)
+            if has_bytes:
+                metrics["bpb"] = getattr(self, f"{stage}_bpb")
+        else:
+            name = self.eval_sets[dataloader_idx - 1]
+            prefix, metrics = f"{stage}/{name}", dict(self.set_metrics[stage][name].items())
+            if not has_bytes:
+                del metrics["bpb"]
+        metrics["loss"].update(loss, weight)
+        if "bpb" in metrics:
+            metrics["bpb"].update(losses, self.token_bytes(batch[1].reshape(-1)))
+        for key, metric in metrics.items():
+            shown = stage == "val" and dataloader_idx == 0  # val/loss and val/bpb on the progress bar
+            self.log(f"{prefix}/{key}", metric, prog_bar=shown, add_dataloader_idx=False)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -165,18 +239,15 @@ class GPTModule(L.LightningModule):
         last_micro_batch = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         return last_micro_batch and (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss = self._loss(batch)
-        weight = batch[1].numel()
-        self.val_loss.update(loss, weight)
-        self.val_ppl.update(loss, weight)
-        self.log("val/loss", self.val_loss, prog_bar=True)
-        self.log("val/ppl", self.val_ppl)
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate("val", batch, dataloader_idx)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss = self._loss(batch)
-        self.test_loss.update(loss, batch[1].numel())
-        self.log("test/loss", self.test_loss)
+    def test_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate("test", batch, dataloader_idx)
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
@@ -262,19 +333,32 @@ class GPTModule(L.LightningModule):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[str] = (),
     ) -> str:
-        """Return the text the model writes after ``prompt`` (the prompt itself excluded); ``use_cache``
-        decodes incrementally with a KV cache (same text, faster)."""
+        """Return the text the model writes after ``prompt`` (the prompt itself excluded), cut before
+        the first of the ``stop`` strings it writes; ``use_cache`` decodes incrementally with a KV
+        cache (same text, faster); the other options are :func:`gptlab.models.generation.sample`'s."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer attached; load it from a gptlab checkpoint")
         ids = self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+
+        def written(out: torch.Tensor) -> str:
+            return self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+        def stopped(out: torch.Tensor) -> bool:
+            return any(s in written(out) for s in stop)
+
         was_training = self.training
         self.eval()
         try:
             out = sample(
-                self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache
-            )
+                self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache,
+                top_p, repetition_penalty, stopped if stop else None,
+            )  # fmt: skip
         finally:
             self.train(was_training)
-        return self.tokenizer.decode(out[0, len(ids) :].tolist())
+        text = written(out)
+        return text[: min((text.find(s) for s in stop if s in text), default=len(text))]

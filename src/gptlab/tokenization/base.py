@@ -66,6 +66,12 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str: ...
 
     @abstractmethod
+    def token_bytes(self) -> list[int]:
+        """The UTF-8 bytes each id stands for, indexed by id; 0 for end-of-text. A token's own bytes, not
+        its decoded string's (a byte-level token may hold part of a character), so the counts of a
+        text's tokens sum to exactly the text's UTF-8 length: bits per byte's denominator."""
+
+    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this tokenizer; JSON-able primitives only."""
 

@@ -51,6 +51,13 @@ class ByteLevelBPE(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         return self.trained.decode(list(ids), skip_special_tokens=False)
 
+    def token_bytes(self) -> list[int]:
+        # Every character of a byte-level token stands for one byte; end-of-text stands for none.
+        counts = [0] * self.vocab_size
+        for token, index in self.trained.get_vocab().items():
+            counts[index] = 0 if token == END_OF_TEXT else len(token)
+        return counts
+
 
 class BPETokenizer(ByteLevelBPE):
     """Byte-level BPE trained on the corpus (Hugging Face ``tokenizers``).

@@ -51,6 +51,9 @@ class CharTokenizer(Tokenizer):
         eot = self.eot_id
         return "".join(END_OF_TEXT if i == eot else self.chars[i] for i in ids)
 
+    def token_bytes(self) -> list[int]:
+        return [len(ch.encode("utf-8", errors="surrogatepass")) for ch in self.chars] + [0]
+
     def state_dict(self) -> dict[str, Any]:
         return {"chars": self.chars}
 
@@ -90,6 +93,9 @@ class ByteTokenizer(Tokenizer):
                 raise ValueError(f"id {i} is outside the byte vocabulary (0..{NUM_BYTES})")
         pieces.append(bytes(chunk).decode("utf-8", errors="replace"))
         return "".join(pieces)
+
+    def token_bytes(self) -> list[int]:
+        return [1] * NUM_BYTES + [0]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
