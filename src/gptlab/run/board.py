@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,8 @@ class BoardLogger(TensorBoardLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lr_names: dict[str, str] | None = None
-        self.fit_step_offset = 0  # set by StepsDone while fitting
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        if step is not None:
-            step += self.fit_step_offset
         curated: dict[str, Any] = {}
         rates = {k: v for k, v in metrics.items() if k.startswith("lr-")}
         for key, value in metrics.items():
@@ -74,23 +72,31 @@ class BoardLogger(TensorBoardLogger):
 
 
 class StepsDone(Callback):
-    """Number every scalar by the optimizer steps done, like checkpoints and text samples.
+    """Number every logged scalar by the optimizer steps done (``trainer.global_step``), like checkpoints
+    and text samples.
 
     While fitting, Lightning logs a step's scalars (and those of the validation that follows it) before it
-    counts the step, so they would land one step before that step's checkpoint and sample (249 vs 250).
+    counts the step, so they would land one step before that step's checkpoint and sample (249 vs 250), in
+    every logger alike; each logger's ``log_metrics`` gets the count instead while the fit runs.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._offset(trainer, 1)
+        for logger in trainer.loggers:
+            own = type(logger).log_metrics.__get__(logger)
+            logger.log_metrics = functools.partial(_log_steps_done, own, trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._offset(trainer, 0)
-
-    @staticmethod
-    def _offset(trainer: L.Trainer, offset: int) -> None:
         for logger in trainer.loggers:
-            if isinstance(logger, BoardLogger):
-                logger.fit_step_offset = offset
+            vars(logger).pop("log_metrics", None)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)
+
+
+def _log_steps_done(
+    log_metrics: Callable, trainer: L.Trainer, metrics: Mapping[str, Any], step: int | None = None
+) -> None:
+    log_metrics(metrics, None if step is None else trainer.global_step)
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
