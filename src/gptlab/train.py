@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.callbacks.last_step import ValidateLastStep
 from gptlab.data.sampling import BatchPlan
 from gptlab.models.checkpoint import Checkpoint
-from gptlab.run.board import StepsDone, link_board_run, log_hparams
+from gptlab.run.board import StepsDone, flatten, link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     RunStopped,
@@ -133,7 +133,7 @@ def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
     shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("state_dict", {}).items()}
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     if shapes != expected:
-        saved_hparams, hparams = _flat(saved.get("hyper_parameters", {})), _flat(dict(model.hparams))
+        saved_hparams, hparams = flatten(saved.get("hyper_parameters", {})), flatten(dict(model.hparams))
         differ = [
             f"{key}: {saved_hparams.get(key)} in the checkpoint, {hparams.get(key)} here"
             for key in sorted(saved_hparams.keys() | hparams.keys())
@@ -156,16 +156,6 @@ def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
             )
         except ValueError as err:
             raise RunStopped(f"cannot resume: {err}") from None
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def say_which_split_is_tested(datamodule: L.LightningDataModule) -> None:
