@@ -64,8 +64,8 @@ def _hold(lock: Path) -> str:
 
 
 def test_a_damaged_cache_entry_is_named_for_deletion(corpus, tmp_path):
-    cache = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache")
     data = PretrainDataModule(str(corpus), CharTokenizer(), block_size=8, cache_dir=str(tmp_path / "cache"))
+    cache = build_token_cache(corpus, CharTokenizer(), tmp_path / "cache", split=data._split)
     with open(cache.tokens_path, "r+b") as tokens:
         tokens.truncate(100)  # a partial copy of the cache
     with pytest.raises(CorruptCacheError, match=rf"entry '{cache.directory}' is damaged .*tokens.bin has 100 "

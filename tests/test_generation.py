@@ -119,16 +119,16 @@ def test_generate_refuses_settings_it_would_ignore_or_misread(tmp_path):
     classifier = save_checkpoint(tiny_classifier(), tmp_path / "classifier.ckpt")
     compose = lambda *o: compose_config(tmp_path, f"ckpt_path={classifier}", *o, config_name="generate")  # noqa: E731
     for override, error in (
-        ("+top_p=0.9", "gptlab-generate has no setting 'top_p'; its settings are ckpt_path, device"),
+        ("+top_q=0.9", "gptlab-generate has no setting 'top_q'; its settings are ckpt_path, device"),
         ("max_new_tokens=-5", r"max_new_tokens=-5: give the number of tokens to write, 0 or more"),
         ("top_k=-1", r"top_k=-1: sample among the k likeliest tokens \(k >= 1\), or top_k=0 / null"),
         ("temperature=0.8", "holds a text classifier .*not a language model; gptlab-predict labels"),
     ):
         with pytest.raises(ValueError, match=error):
             generate(compose(override))
-    # the command line stops before Hydra, which would refuse top_p=... and suggest +top_p=..., ignored
-    for arg in ("top_p=0.9", "+top_p=0.9", "++top_p=0.9"):
-        with pytest.raises(SystemExit, match="gptlab-generate has no setting 'top_p' .*prompt, seed"):
+    # the command line stops before Hydra, which would refuse top_q=... and suggest +top_q=..., ignored
+    for arg in ("top_q=0.9", "+top_q=0.9", "++top_q=0.9"):
+        with pytest.raises(SystemExit, match="gptlab-generate has no setting 'top_q' .*prompt, .*seed"):
             refuse_unknown_settings(["ckpt_path=x", "prompt=hi", arg], "generate")
     refuse_unknown_settings(["ckpt_path=x", "top_k=5", "paths.log_dir=y", "hydra.verbose=true"], "generate")
 

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
@@ -128,6 +129,7 @@ def hparams(cfg: DictConfig, **extra: Mapping) -> dict[str, bool | int | float |
     }
 
 
+@rank_zero_only  # other ranks' loggers hold no writer
 def log_hparams(cfg: DictConfig, loggers: list[Logger], **extra: Mapping) -> None:
     """Record the run's hyperparameters.
 
