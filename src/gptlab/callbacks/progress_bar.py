@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -23,6 +24,9 @@ class SteppedRichProgressBar(RichProgressBar):
         if update_every_n_batches < 1:
             raise ValueError(f"update_every_n_batches must be >= 1, got {update_every_n_batches}")
         self.update_every_n_batches = update_every_n_batches
+        # tokens/s over the steps since the last update; Rich's own speed estimate jumps at the end
+        self._since: tuple[float, int] | None = None
+        self._tokens_per_s: float | None = None
 
     def _by_steps(self) -> bool:
         return self.trainer.max_steps is not None and self.trainer.max_steps > 0
@@ -51,6 +55,7 @@ class SteppedRichProgressBar(RichProgressBar):
         last = done >= trainer.num_training_batches or 0 < trainer.max_steps <= trainer.global_step
         if not (last or done % self.update_every_n_batches == 0):
             return
+        self._measure(trainer)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._by_steps() and self.progress is not None and self.train_progress_bar_id is not None:
             self.progress.update(self.train_progress_bar_id, completed=trainer.global_step)
@@ -59,12 +64,20 @@ class SteppedRichProgressBar(RichProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version: always "" in gptlab's run directories
-        tokens_per_step = _tokens_per_step(trainer)
-        if tokens_per_step and self.progress is not None and self.train_progress_bar_id is not None:
-            steps_per_s = self.progress.tasks[self.train_progress_bar_id].speed
-            if steps_per_s:
-                metrics["tokens/s"] = f"{steps_per_s * tokens_per_step:,.0f}"
+        if self._tokens_per_s:
+            metrics["tokens/s"] = f"{self._tokens_per_s:,.0f}"
         return metrics
+
+    def _measure(self, trainer: L.Trainer) -> None:
+        now, step = time.perf_counter(), trainer.global_step
+        tokens_per_step = _tokens_per_step(trainer)
+        if self._since is not None and step > self._since[1] and tokens_per_step:
+            self._tokens_per_s = (step - self._since[1]) * tokens_per_step / (now - self._since[0])
+        self._since = (now, step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._since = None  # validation time is not training time
 
 
 def _tokens_per_step(trainer: L.Trainer) -> int | None:
