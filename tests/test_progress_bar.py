@@ -52,3 +52,23 @@ def test_the_training_bar_counts_the_runs_steps_across_data_epochs(tmp_path):
     # one task for the run (Lightning's: "Epoch 2/-2", 2/4 batches of the third data epoch)
     assert (task.description, task.completed, task.total) == ("step", 10, 10)
     assert "v_num" not in bar.get_metrics(trainer, trainer.lightning_module)
+
+
+def test_tokens_per_s_is_measured_between_updates_and_not_across_a_validation(monkeypatch):
+    from types import SimpleNamespace
+
+    from gptlab.callbacks import progress_bar
+
+    clock = iter([10.0, 12.0, 13.0, 100.0, 102.0])  # perf_counter at each update
+    monkeypatch.setattr(progress_bar.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(progress_bar, "_tokens_per_step", lambda trainer: 768)
+    bar, trainer = SteppedRichProgressBar(), SimpleNamespace(global_step=0)
+    for step in (10, 20, 30):
+        trainer.global_step = step
+        bar._measure(trainer)
+    assert bar._tokens_per_s == pytest.approx(10 * 768 / 1.0)  # steps 20 -> 30 in 1 s
+    bar._since = None  # what on_validation_end does: the pause is not a training interval
+    for step in (40, 50):
+        trainer.global_step = step
+        bar._measure(trainer)
+    assert bar._tokens_per_s == pytest.approx(10 * 768 / 2.0)  # 100 -> 102 s, not 13 -> 100 s
