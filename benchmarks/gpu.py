@@ -24,6 +24,9 @@ from gptlab import PROJECT_ROOT
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
 
+# Dense bf16 peaks (NVIDIA datasheets) of GPUs Lightning's table does not name yet.
+EXTRA_PEAKS = {"h200": 989.4e12}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -73,6 +76,8 @@ def main() -> None:
     tokens = args.batch_size * args.block_size
     achieved = backbone.flops_per_token() * tokens / seconds
     peak = args.peak_tflops * 1e12 if args.peak_tflops else get_available_flops(device, torch.bfloat16)
+    name = torch.cuda.get_device_name(device).lower()
+    peak = peak or next((flops for chip, flops in EXTRA_PEAKS.items() if chip in name), None)
     result = {
         "gpu": torch.cuda.get_device_name(device),
         "compile": not args.no_compile,
