@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from gptlab.models.checkpoint import Checkpoint
 from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
 from gptlab.models.heads import ClassificationHead
+from gptlab.models.lora import LoRAConfig, add_lora, merge_lora, merge_lora_state
 from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, WeightedMean
 from gptlab.models.optim import layerwise_lr_groups
 from gptlab.tokenization import Tokenizer, check_same_tokenizer
@@ -31,7 +32,9 @@ class GPTClassifier(GPTModule):
     smaller ``block_size``); ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the
     weights and shapes instead; ``trainable_blocks`` trains only the last N blocks (0: a linear probe on
     a frozen backbone); ``layer_lr_decay`` < 1 lowers the learning rate by that factor per layer below
-    the head.
+    the head; ``lora`` (rank, alpha, dropout, targets: :class:`~gptlab.models.lora.LoRAConfig`) adds
+    low-rank adapters to the backbone's projections and trains only them and the head
+    (:meth:`merge_lora` folds them into the weights).
     Batches are :func:`gptlab.data.datasets.pad_collate` dicts.
     """
 
@@ -48,6 +51,7 @@ class GPTClassifier(GPTModule):
         pretrained: str | os.PathLike | Checkpoint | None = None,
         trainable_blocks: int | None = None,
         layer_lr_decay: float = 1.0,
+        lora: Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         tokenizer: Tokenizer | None = None,
@@ -74,6 +78,12 @@ class GPTClassifier(GPTModule):
                 f"trainable_blocks={trainable_blocks} must be between 0 (a linear probe) and n_layer="
                 f"{self.config.n_layer}, or null to train the whole backbone"
             )
+        lora = None if lora is None else LoRAConfig.from_any(lora)
+        if lora is not None and trainable_blocks is not None:
+            raise ValueError(
+                f"model.lora and model.trainable_blocks={trainable_blocks} are both set; LoRA already "
+                "freezes the backbone and trains only its adapters and the head: set one of them"
+            )
         # `pretrained` is only where the weights came from: the checkpoint holds them afterwards.
         self.save_hyperparameters(
             {
@@ -86,6 +96,7 @@ class GPTClassifier(GPTModule):
                 "lm_loss_weight": lm_loss_weight,
                 "trainable_blocks": trainable_blocks,
                 "layer_lr_decay": layer_lr_decay,
+                "lora": None if lora is None else lora.to_dict(),
             },
             logger=False,
         )
@@ -116,6 +127,8 @@ class GPTClassifier(GPTModule):
             self.load_pretrained(pretrained)
         if trainable_blocks is not None:
             self.freeze_backbone(trainable_blocks)
+        if lora is not None:
+            add_lora(self.backbone, lora)  # after the pretrained weights: the adapters start from them
 
     def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Padded token ids and their mask (B, T) -> class logits (B, classes)."""
@@ -218,6 +231,15 @@ class GPTClassifier(GPTModule):
                 block.requires_grad_(True)
             self.backbone.ln_f.requires_grad_(True)
 
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapters into the backbone's weights: the model, and a checkpoint saved from it,
+        is then a plain classifier (same outputs in eval mode), which any gptlab tool loads."""
+        if self.hparams.get("lora") is None:
+            return
+        merge_lora(self.backbone)
+        self.hparams["lora"] = None
+        self.backbone.requires_grad_(True)
+
     def load_pretrained(self, source: str | os.PathLike | Checkpoint) -> None:
         """Copy the backbone weights of a gptlab checkpoint; refuse one that does not fit this model.
 
@@ -250,6 +272,9 @@ class GPTClassifier(GPTModule):
                 f"labels {self.label_names}; fine-tune from a language-model checkpoint, or use data "
                 "with the checkpoint's label set"
             )
-        self.backbone.load_state_dict(fit_to_backbone(checkpoint.submodule_state("backbone"), self.config))
+        state = checkpoint.submodule_state("backbone")
+        if hparams.get("lora") is not None:  # a LoRA classifier's adapters, folded into its weights
+            state = merge_lora_state(state, LoRAConfig.from_any(hparams["lora"]).scale)
+        self.backbone.load_state_dict(fit_to_backbone(state, self.config))
         if saved_labels is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
