@@ -133,8 +133,9 @@ def test_a_tiny_lora_fine_tune_trains_only_the_adapters(compose_train, tmp_path)
             for i in range(40)]  # fmt: skip
     data = write_rows(tmp_path / "d.jsonl", rows)
     cfg = compose_train(
-        "experiment=austen_finetune", f"model.pretrained={pretrained}", f"data.path={data}", "model/lora=default",
-        "model.lora.rank=2", *TINY_CLASSIFIER, "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "experiment=austen_finetune", f"model.pretrained={pretrained}", f"data.path={data}",
+        "model/lora=default", "model.lora.rank=2", *TINY_CLASSIFIER,
+        "trainer.max_steps=4", "trainer.val_check_interval=2",
     )  # fmt: skip
     assert 0 <= train(cfg) <= 1
     tuned = load_module(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
