@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -15,6 +15,7 @@ from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
 from gptlab.data.sampling import BucketBatchSampler, ResumableDataLoader
 from gptlab.tokenization import Tokenizer
+from gptlab.tokenization.words import WordPreprocessing
 
 EMPTY_TEXT = ("skip", "error")
 SPLITS = ("train", "val", "test")
@@ -28,7 +29,9 @@ class ClassificationDataModule(GlobalBatchDataModule):
     evaluates the validation split. ``num_folds`` = k turns on stratified k-fold cross-validation: the
     rows that are not test (the train and val splits, or files) are cut into k folds by label with
     ``split_seed``, and fold ``fold`` (0 .. k-1) is the validation split while the others train; the test
-    split (``test_path``, or the ``test_fraction`` of ``path``) stays the same for every fold. Label
+    split (``test_path``, or the ``test_fraction`` of ``path``) stays the same for every fold.
+    ``preprocessing`` (:class:`~gptlab.tokenization.words.WordPreprocessing`: word splitting, jieba for
+    Chinese, stopwords, lowercase) is applied to every text as it is read; the model keeps it. Label
     names are sorted and their order fixes the class ids, unless ``label_names`` is given (a
     checkpoint's, when evaluating it). A tokenizer that still needs fitting is fitted on the training
     texts. Texts are cut to ``block_size`` tokens (``truncation``: keep the
@@ -55,6 +58,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
         num_folds: int | None = None,
         fold: int = 0,
         label_names: Sequence[str] | None = None,
+        preprocessing: WordPreprocessing | Mapping[str, Any] | None = None,
         truncation: str = "head",
         empty_text: str = "skip",
         unknown_chars: str = "drop",
@@ -94,6 +98,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
         self.fold = fold
         self.seed = seed
         self.label_names = None if label_names is None else list(label_names)
+        self.preprocessing = WordPreprocessing.from_any(preprocessing)
         self.truncation = truncation
         self.empty_text = empty_text
         self.unknown_chars = unknown_chars
@@ -110,6 +115,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
             "vocab_size": self.tokenizer.vocab_size,
             "tokenizer": self.tokenizer,
             "label_names": self.label_names,
+            "preprocessing": self.preprocessing.to_hparams(),
         }
 
     def setup(self, stage: str | None = None) -> None:
@@ -200,10 +206,13 @@ class ClassificationDataModule(GlobalBatchDataModule):
     def _read(self, path: str) -> tuple[list[str], list[str]]:
         texts, labels = [], []
         text_field, label_field = self.fields
+        after = " (after data.preprocessing)" if self.preprocessing.active else ""
         skipped: list[tuple[str, int]] = []
         for file in expand_paths(path):
             for line, record in iter_records(file, self.fields, errors=self.encoding_errors):
                 text, label = record[text_field], record[label_field]
+                if text is not None and self.preprocessing.active:
+                    text = self.preprocessing(text)
                 if label is None or not label.strip() or label.strip().lower() == "nan":
                     raise CorpusFormatError(
                         f"'{file}' line {line} has an empty label ({label!r}); fill in its "
@@ -212,7 +221,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
                 if text is None or not text.strip():
                     if self.empty_text == "error":
                         raise CorpusFormatError(
-                            f"'{file}' line {line} has an empty text; remove the row, or set "
+                            f"'{file}' line {line} has an empty text{after}; remove the row, or set "
                             "data.empty_text=skip to skip such rows"
                         )
                     skipped.append((str(file), line))
@@ -221,8 +230,8 @@ class ClassificationDataModule(GlobalBatchDataModule):
                 labels.append(label.strip())
         if skipped:
             rank_zero_info(
-                f"skipped {len(skipped)} row(s) with an empty text in '{path}' (the first: '{skipped[0][0]}' "
-                f"line {skipped[0][1]}); set data.empty_text=error to refuse them"
+                f"skipped {len(skipped)} row(s) with an empty text{after} in '{path}' (the first: "
+                f"'{skipped[0][0]}' line {skipped[0][1]}); set data.empty_text=error to refuse them"
             )
         if not texts:
             raise CorpusFormatError(f"'{path}' holds no rows with a text and a label")

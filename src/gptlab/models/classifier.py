@@ -18,6 +18,7 @@ from gptlab.models.lora import LoRAConfig, add_lora, merge_lora, merge_lora_stat
 from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, WeightedMean
 from gptlab.models.optim import layerwise_lr_groups
 from gptlab.tokenization import Tokenizer, check_same_tokenizer
+from gptlab.tokenization.words import WordPreprocessing
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -26,7 +27,9 @@ class GPTClassifier(GPTModule):
     """The backbone, a classification head and the tied LM head, trained with cross-entropy on the
     labels plus ``lm_loss_weight`` times the causal-LM loss on the same texts (GPT-1's auxiliary loss).
 
-    ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters.
+    ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters, as
+    does ``preprocessing`` (the data's word-level preprocessing, which gptlab-eval and gptlab-predict
+    apply to texts before tokenizing).
     ``pretrained`` (a gptlab checkpoint's path, or the :class:`Checkpoint` read from it) gives the
     backbone its weights and must share the tokenizer and settings (but ``FINETUNE_CHOICES`` and a
     smaller ``block_size``); ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the
@@ -52,6 +55,7 @@ class GPTClassifier(GPTModule):
         trainable_blocks: int | None = None,
         layer_lr_decay: float = 1.0,
         lora: Mapping[str, Any] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         tokenizer: Tokenizer | None = None,
@@ -79,6 +83,7 @@ class GPTClassifier(GPTModule):
                 f"{self.config.n_layer}, or null to train the whole backbone"
             )
         lora = None if lora is None else LoRAConfig.from_any(lora)
+        self.preprocessing = WordPreprocessing.from_any(preprocessing)
         if lora is not None and trainable_blocks is not None:
             raise ValueError(
                 f"model.lora and model.trainable_blocks={trainable_blocks} are both set; LoRA already "
@@ -97,6 +102,7 @@ class GPTClassifier(GPTModule):
                 "trainable_blocks": trainable_blocks,
                 "layer_lr_decay": layer_lr_decay,
                 "lora": None if lora is None else lora.to_dict(),
+                "preprocessing": self.preprocessing.to_hparams(),
             },
             logger=False,
         )
@@ -207,7 +213,24 @@ class GPTClassifier(GPTModule):
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def data_kwargs(self) -> dict[str, Any]:
-        return {**super().data_kwargs(), "label_names": self.label_names}
+        return {
+            **super().data_kwargs(),
+            "label_names": self.label_names,
+            "preprocessing": self.hparams["preprocessing"],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("hyper_parameters", {}).get("preprocessing")
+        if (
+            saved is not None
+            and WordPreprocessing.from_any(saved).to_hparams() != self.hparams["preprocessing"]
+        ):
+            raise ValueError(
+                f"the checkpoint was trained on texts preprocessed with {_settings(saved)}, but this "
+                f"run's data.preprocessing is {_settings(self.hparams['preprocessing'])}; resume with the "
+                "checkpoint's data.preprocessing, or start a new run without ckpt_path"
+            )
 
     def parameter_groups(self) -> list[dict]:
         if self.layer_lr_decay == 1.0:
@@ -278,3 +301,8 @@ class GPTClassifier(GPTModule):
         self.backbone.load_state_dict(fit_to_backbone(state, self.config))
         if saved_labels is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
+
+
+def _settings(preprocessing: Mapping[str, Any]) -> str:
+    stopwords = len(preprocessing["extra_stopwords"])
+    return f"words={preprocessing['words']}, lowercase={preprocessing['lowercase']}, {stopwords} stopwords"
