@@ -4,6 +4,7 @@ settings in the checkpoint, and gptlab-eval / gptlab-predict applying them from 
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,23 +13,27 @@ import torch
 from gptlab.data.classification import ClassificationDataModule
 from gptlab.models.io import load_module
 from gptlab.predict import predict, predict_probabilities
+from gptlab.run.hydra import RunStopped
 from gptlab.tokenization import CharTokenizer
 from gptlab.tokenization import words as words_module
 from gptlab.tokenization.words import WordPreprocessing
-from gptlab.train import train
+from gptlab.train import check_resumable, train
 from tests.conftest import compose_config
 from tests.test_classification import TINY_CLASSIFIER, tiny_classifier, write_rows
 
-pytest.importorskip("jieba")
+# the jieba tests need the optional extra zh (make install includes it)
+needs_jieba = pytest.mark.skipif(importlib.util.find_spec("jieba") is None, reason="pip install -e '.[zh]'")
 
 CHINESE = "我不喜欢这部电影，它的故事太无聊了。"
 ENGLISH = "The film was NOT good, and I didn't like it at all."
 
 
+@needs_jieba
 def test_jieba_segments_chinese_into_words():
     assert WordPreprocessing(words="jieba")(CHINESE) == "我 不 喜欢 这部 电影 ， 它 的 故事 太 无聊 了 。"
 
 
+@needs_jieba
 def test_chinese_stopwords_go_and_negations_stay():
     assert (
         WordPreprocessing(words="jieba", stopwords=["zh"])(CHINESE) == "不 喜欢 这部 电影 ， 故事 太 无聊 。"
@@ -49,6 +54,7 @@ def test_english_words_stopwords_and_lowercase():
     assert WordPreprocessing()(ENGLISH) == ENGLISH and not WordPreprocessing().active
 
 
+@needs_jieba
 def test_mixed_text_with_jieba_keeps_latin_words():
     assert (
         WordPreprocessing(words="jieba", stopwords=["zh", "en"], lowercase=True)("我的GPU is fast")
@@ -100,6 +106,7 @@ ROWS = [
 SETTINGS = {"words": "jieba", "stopwords": ["zh", "en"], "lowercase": True}
 
 
+@needs_jieba
 def test_the_datamodule_preprocesses_every_text_and_hands_the_settings_on(tmp_path):
     path = write_rows(tmp_path / "d.jsonl", ROWS)
     dm = ClassificationDataModule(
@@ -121,8 +128,15 @@ def test_a_checkpoint_with_other_preprocessing_cannot_be_resumed(tmp_path):
     tiny_classifier(preprocessing={"words": "regex", "lowercase": True}).on_load_checkpoint(checkpoint)
     with pytest.raises(ValueError, match=r"trained on texts preprocessed with words=regex, lowercase=True"):
         tiny_classifier().on_load_checkpoint(checkpoint)
+    # gptlab-train refuses it before the run directory is touched, in one line
+    path = tmp_path / "run.ckpt"
+    torch.save(checkpoint, path)
+    check_resumable(str(path), tiny_classifier(preprocessing={"words": "regex", "lowercase": True}))
+    with pytest.raises(RunStopped, match=r"cannot resume .*run.ckpt: the checkpoint was trained on texts"):
+        check_resumable(str(path), tiny_classifier())
 
 
+@needs_jieba
 def test_train_then_predict_and_eval_apply_the_stored_preprocessing(tmp_path):
     data = write_rows(tmp_path / "d.jsonl", ROWS)
     cfg = compose_config(

@@ -221,7 +221,11 @@ class GPTClassifier(GPTModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        saved = checkpoint.get("hyper_parameters", {}).get("preprocessing")
+        self.check_same_data(checkpoint.get("hyper_parameters", {}))
+
+    def check_same_data(self, saved_hparams: Mapping[str, Any]) -> None:
+        """Refuse weights trained on texts preprocessed otherwise than this model's data is."""
+        saved = saved_hparams.get("preprocessing")
         if (
             saved is not None
             and WordPreprocessing.from_any(saved).to_hparams() != self.hparams["preprocessing"]
