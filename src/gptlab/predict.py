@@ -44,16 +44,21 @@ def predict(cfg: DictConfig) -> Path:
             f"checkpoint '{cfg.ckpt_path}' holds a language model, not a classifier; "
             "gptlab-generate samples text from it"
         )
+    if model.preprocessing.active:  # the checkpoint's word-level preprocessing, as in training
+        rows = [(line, model.preprocessing(text)) for line, text in rows]
     blank = [line for line, text in rows if not text.strip()]
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        after = " after preprocessing" if model.preprocessing.active else ""
         log.warning(
-            f"{len(blank)} input row(s) have no text (line {shown}); their output rows have an empty label "
-            "and no probabilities"
+            f"{len(blank)} input row(s) have no text{after} (line {shown}); their output rows have an "
+            "empty label and no probabilities"
         )
     texts = [text for _, text in rows if text.strip()]
     probabilities = iter(
-        predict_probabilities(model, texts, cfg.batch_size, cfg.truncation, cfg.unknown_chars)
+        predict_probabilities(
+            model, texts, cfg.batch_size, cfg.truncation, cfg.unknown_chars, preprocessed=True
+        )
     )
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +109,12 @@ def predict_probabilities(
     batch_size: int = 64,
     truncation: str = "head",
     unknown_chars: str = "drop",
+    preprocessed: bool = False,
 ) -> torch.Tensor:
-    """Class probabilities (len(texts), classes) for non-empty ``texts``, in order."""
+    """Class probabilities (len(texts), classes) for non-empty ``texts``, in order; the model's word-level
+    preprocessing is applied to them unless they are ``preprocessed`` already."""
+    if not preprocessed and model.preprocessing.active:
+        texts = [model.preprocessing(text) for text in texts]
     if not texts:
         return torch.empty(0, len(model.label_names))
     dataset = TextClassificationDataset(

@@ -125,7 +125,7 @@ def resume_from(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
 
 def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
     """Refuse, before anything is written in the run directory, a checkpoint this model cannot continue:
-    weights of other shapes, or token ids from another tokenizer."""
+    weights of other shapes, texts preprocessed otherwise, or token ids from another tokenizer."""
     if ckpt_path is None:
         return
     # mmap: only the shapes are read here; Lightning loads the checkpoint again to resume
@@ -144,6 +144,10 @@ def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
             f"({'; '.join(differ) or 'other weights'}). "
             "Resume with the model config it was trained with, or start a new run without ckpt_path"
         )
+    try:
+        model.check_same_data(saved.get("hyper_parameters", {}))
+    except ValueError as err:
+        raise RunStopped(f"cannot resume {ckpt_path}: {err}") from None
     tokenizer = getattr(model, "tokenizer", None)
     if "tokenizer" in saved and tokenizer is not None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -15,6 +15,7 @@ from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
 from gptlab.data.sampling import BucketBatchSampler, ResumableDataLoader
 from gptlab.tokenization import Tokenizer
+from gptlab.tokenization.words import WordPreprocessing
 
 EMPTY_TEXT = ("skip", "error")
 SPLITS = ("train", "val", "test")
@@ -25,9 +26,15 @@ class ClassificationDataModule(GlobalBatchDataModule):
 
     Give ``train_path`` and ``val_path`` (and ``test_path``), or one ``path`` that is split into train /
     val / test by fractions, stratified by label, with ``split_seed``. Without a test split, the test stage
-    evaluates the validation split. Label names are sorted and their order fixes the class ids, unless
-    ``label_names`` is given (a checkpoint's, when evaluating it). A tokenizer that still needs fitting
-    is fitted on the training texts. Texts are cut to ``block_size`` tokens (``truncation``: keep the
+    evaluates the validation split. ``num_folds`` = k turns on stratified k-fold cross-validation: the
+    rows that are not test (the train and val splits, or files) are cut into k folds by label with
+    ``split_seed``, and fold ``fold`` (0 .. k-1) is the validation split while the others train; the test
+    split (``test_path``, or the ``test_fraction`` of ``path``) stays the same for every fold.
+    ``preprocessing`` (:class:`~gptlab.tokenization.words.WordPreprocessing`: word splitting, jieba for
+    Chinese, stopwords, lowercase) is applied to every text as it is read; the model keeps it. Label
+    names are sorted and their order fixes the class ids, unless ``label_names`` is given (a
+    checkpoint's, when evaluating it). A tokenizer that still needs fitting is fitted on the training
+    texts. Texts are cut to ``block_size`` tokens (``truncation``: keep the
     ``head`` or the ``tail``); characters the tokenizer cannot encode (a character vocabulary fitted on
     the training texts may lack some in val / test) are dropped and counted, or refused with
     ``unknown_chars="error"``. Batches are padded per batch, and with ``bucket_by_length`` hold texts of
@@ -48,7 +55,10 @@ class ClassificationDataModule(GlobalBatchDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 1337,
+        num_folds: int | None = None,
+        fold: int = 0,
         label_names: Sequence[str] | None = None,
+        preprocessing: WordPreprocessing | Mapping[str, Any] | None = None,
         truncation: str = "head",
         empty_text: str = "skip",
         unknown_chars: str = "drop",
@@ -71,6 +81,9 @@ class ClassificationDataModule(GlobalBatchDataModule):
         if path is not None:
             check_split_fractions(val_fraction, test_fraction, "rows")
         check_block_size(block_size)
+        check_fold(num_folds, fold)
+        if num_folds is not None and path is None and train_path is None:
+            raise ValueError("data.num_folds needs training rows to cut into folds: set data.train_path")
         if empty_text not in EMPTY_TEXT:
             raise ValueError(f"unknown empty_text {empty_text!r}; use one of {EMPTY_TEXT}")
         self.tokenizer = tokenizer
@@ -81,8 +94,11 @@ class ClassificationDataModule(GlobalBatchDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
+        self.num_folds = num_folds
+        self.fold = fold
         self.seed = seed
         self.label_names = None if label_names is None else list(label_names)
+        self.preprocessing = WordPreprocessing.from_any(preprocessing)
         self.truncation = truncation
         self.empty_text = empty_text
         self.unknown_chars = unknown_chars
@@ -99,6 +115,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
             "vocab_size": self.tokenizer.vocab_size,
             "tokenizer": self.tokenizer,
             "label_names": self.label_names,
+            "preprocessing": self.preprocessing.to_hparams(),
         }
 
     def setup(self, stage: str | None = None) -> None:
@@ -148,6 +165,26 @@ class ClassificationDataModule(GlobalBatchDataModule):
         rank_zero_info(f"classification data: {len(self.label_names)} labels; rows: {sizes}")
 
     def _read_splits(self) -> dict[str, tuple[list[str], list[str]]]:
+        splits = self._read_fixed_splits()
+        if self.num_folds is None or "train" not in splits:
+            return splits
+        # The fold's pool: every row that is not test, train first, then val, in file order.
+        pool = [splits.pop(name) for name in ("train", "val") if name in splits]
+        texts = [text for part, _ in pool for text in part]
+        labels = [label for _, part in pool for label in part]
+        folds = stratified_folds(labels, self.num_folds, self.split_seed)
+        held_out = set(folds[self.fold])
+        for name, keep in (("train", lambda i: i not in held_out), ("val", held_out.__contains__)):
+            rows = [i for i in range(len(labels)) if keep(i)]
+            splits[name] = ([texts[i] for i in rows], [labels[i] for i in rows])
+        rank_zero_info(
+            f"k-fold: fold {self.fold} of {self.num_folds} (data.split_seed={self.split_seed}) is the "
+            f"validation split: {len(held_out):,} of {len(labels):,} rows; the test split is the same "
+            "for every fold"
+        )
+        return splits
+
+    def _read_fixed_splits(self) -> dict[str, tuple[list[str], list[str]]]:
         if self.path is None:
             return {name: self._read(path) for name, path in self.split_paths.items() if path is not None}
         texts, labels = self._read(self.path)
@@ -169,10 +206,13 @@ class ClassificationDataModule(GlobalBatchDataModule):
     def _read(self, path: str) -> tuple[list[str], list[str]]:
         texts, labels = [], []
         text_field, label_field = self.fields
+        after = " (after data.preprocessing)" if self.preprocessing.active else ""
         skipped: list[tuple[str, int]] = []
         for file in expand_paths(path):
             for line, record in iter_records(file, self.fields, errors=self.encoding_errors):
                 text, label = record[text_field], record[label_field]
+                if text is not None and self.preprocessing.active:
+                    text = self.preprocessing(text)
                 if label is None or not label.strip() or label.strip().lower() == "nan":
                     raise CorpusFormatError(
                         f"'{file}' line {line} has an empty label ({label!r}); fill in its "
@@ -181,7 +221,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
                 if text is None or not text.strip():
                     if self.empty_text == "error":
                         raise CorpusFormatError(
-                            f"'{file}' line {line} has an empty text; remove the row, or set "
+                            f"'{file}' line {line} has an empty text{after}; remove the row, or set "
                             "data.empty_text=skip to skip such rows"
                         )
                     skipped.append((str(file), line))
@@ -190,8 +230,8 @@ class ClassificationDataModule(GlobalBatchDataModule):
                 labels.append(label.strip())
         if skipped:
             rank_zero_info(
-                f"skipped {len(skipped)} row(s) with an empty text in '{path}' (the first: '{skipped[0][0]}' "
-                f"line {skipped[0][1]}); set data.empty_text=error to refuse them"
+                f"skipped {len(skipped)} row(s) with an empty text{after} in '{path}' (the first: "
+                f"'{skipped[0][0]}' line {skipped[0][1]}); set data.empty_text=error to refuse them"
             )
         if not texts:
             raise CorpusFormatError(f"'{path}' holds no rows with a text and a label")
@@ -219,6 +259,53 @@ class ClassificationDataModule(GlobalBatchDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def check_fold(num_folds: int | None, fold: int) -> None:
+    """Refuse a fold setting that names no fold of a k-fold split."""
+    if num_folds is None:
+        if fold != 0:
+            raise ValueError(
+                f"data.fold={fold} is set but data.num_folds is null; set data.num_folds=k (e.g. 5) for "
+                "k-fold cross-validation, or leave data.fold at 0"
+            )
+        return
+    if num_folds < 2:
+        raise ValueError(
+            f"data.num_folds={num_folds}: k-fold cross-validation needs at least 2 folds (e.g. "
+            "data.num_folds=5), or data.num_folds=null for one fixed train / val split"
+        )
+    if not 0 <= fold < num_folds:
+        raise ValueError(
+            f"data.fold={fold} is out of range for data.num_folds={num_folds}: folds are numbered 0 to "
+            f"{num_folds - 1}; sweep them with -m data.fold={','.join(map(str, range(num_folds)))}"
+        )
+
+
+def stratified_folds(labels: Sequence[str], num_folds: int, seed: int) -> list[list[int]]:
+    """Row indices of ``num_folds`` folds, each label's rows shuffled with ``seed`` and dealt out in
+    turn, so each fold holds every label's rows to within one; each fold keeps the rows' original order.
+    Refuses a label with fewer rows than folds (some fold would validate without it)."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_label[label].append(index)
+    rare = {label: len(rows) for label, rows in by_label.items() if len(rows) < num_folds}
+    if rare:
+        counts = ", ".join(f"{label!r}: {n}" for label, n in sorted(rare.items()))
+        raise ValueError(
+            f"data.num_folds={num_folds} is more than the rows of some labels ({counts}): every fold must "
+            f"hold each label; lower data.num_folds to at most {min(rare.values())}, or add rows"
+        )
+    rng = random.Random(seed)
+    folds: list[list[int]] = [[] for _ in range(num_folds)]
+    start = 0  # each label deals from where the last stopped, so the folds' sizes differ by one at most
+    for label in sorted(by_label):
+        rows = by_label[label]
+        rng.shuffle(rows)
+        for position, row in enumerate(rows):
+            folds[(start + position) % num_folds].append(row)
+        start = (start + len(rows)) % num_folds
+    return [sorted(fold) for fold in folds]
 
 
 def stratified_split(

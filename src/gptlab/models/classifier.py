@@ -14,9 +14,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from gptlab.models.checkpoint import Checkpoint
 from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
 from gptlab.models.heads import ClassificationHead
+from gptlab.models.lora import LoRAConfig, add_lora, merge_lora, merge_lora_state
 from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, WeightedMean
 from gptlab.models.optim import layerwise_lr_groups
 from gptlab.tokenization import Tokenizer, check_same_tokenizer
+from gptlab.tokenization.words import WordPreprocessing
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -25,13 +27,17 @@ class GPTClassifier(GPTModule):
     """The backbone, a classification head and the tied LM head, trained with cross-entropy on the
     labels plus ``lm_loss_weight`` times the causal-LM loss on the same texts (GPT-1's auxiliary loss).
 
-    ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters.
+    ``label_names`` fix the class ids (their order) and travel in the checkpoint's hyperparameters, as
+    does ``preprocessing`` (the data's word-level preprocessing, which gptlab-eval and gptlab-predict
+    apply to texts before tokenizing).
     ``pretrained`` (a gptlab checkpoint's path, or the :class:`Checkpoint` read from it) gives the
     backbone its weights and must share the tokenizer and settings (but ``FINETUNE_CHOICES`` and a
     smaller ``block_size``); ``pretrained_hf`` (a local Hugging Face GPT-2 directory) gives it the
     weights and shapes instead; ``trainable_blocks`` trains only the last N blocks (0: a linear probe on
     a frozen backbone); ``layer_lr_decay`` < 1 lowers the learning rate by that factor per layer below
-    the head.
+    the head; ``lora`` (rank, alpha, dropout, targets: :class:`~gptlab.models.lora.LoRAConfig`) adds
+    low-rank adapters to the backbone's projections and trains only them and the head
+    (:meth:`merge_lora` folds them into the weights).
     Batches are :func:`gptlab.data.datasets.pad_collate` dicts.
     """
 
@@ -48,6 +54,8 @@ class GPTClassifier(GPTModule):
         pretrained: str | os.PathLike | Checkpoint | None = None,
         trainable_blocks: int | None = None,
         layer_lr_decay: float = 1.0,
+        lora: Mapping[str, Any] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         tokenizer: Tokenizer | None = None,
@@ -74,6 +82,13 @@ class GPTClassifier(GPTModule):
                 f"trainable_blocks={trainable_blocks} must be between 0 (a linear probe) and n_layer="
                 f"{self.config.n_layer}, or null to train the whole backbone"
             )
+        lora = None if lora is None else LoRAConfig.from_any(lora)
+        self.preprocessing = WordPreprocessing.from_any(preprocessing)
+        if lora is not None and trainable_blocks is not None:
+            raise ValueError(
+                f"model.lora and model.trainable_blocks={trainable_blocks} are both set; LoRA already "
+                "freezes the backbone and trains only its adapters and the head: set one of them"
+            )
         # `pretrained` is only where the weights came from: the checkpoint holds them afterwards.
         self.save_hyperparameters(
             {
@@ -86,6 +101,8 @@ class GPTClassifier(GPTModule):
                 "lm_loss_weight": lm_loss_weight,
                 "trainable_blocks": trainable_blocks,
                 "layer_lr_decay": layer_lr_decay,
+                "lora": None if lora is None else lora.to_dict(),
+                "preprocessing": self.preprocessing.to_hparams(),
             },
             logger=False,
         )
@@ -116,6 +133,8 @@ class GPTClassifier(GPTModule):
             self.load_pretrained(pretrained)
         if trainable_blocks is not None:
             self.freeze_backbone(trainable_blocks)
+        if lora is not None:
+            add_lora(self.backbone, lora)  # after the pretrained weights: the adapters start from them
 
     def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Padded token ids and their mask (B, T) -> class logits (B, classes)."""
@@ -194,7 +213,28 @@ class GPTClassifier(GPTModule):
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def data_kwargs(self) -> dict[str, Any]:
-        return {**super().data_kwargs(), "label_names": self.label_names}
+        return {
+            **super().data_kwargs(),
+            "label_names": self.label_names,
+            "preprocessing": self.hparams["preprocessing"],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.check_same_data(checkpoint.get("hyper_parameters", {}))
+
+    def check_same_data(self, saved_hparams: Mapping[str, Any]) -> None:
+        """Refuse weights trained on texts preprocessed otherwise than this model's data is."""
+        saved = saved_hparams.get("preprocessing")
+        if (
+            saved is not None
+            and WordPreprocessing.from_any(saved).to_hparams() != self.hparams["preprocessing"]
+        ):
+            raise ValueError(
+                f"the checkpoint was trained on texts preprocessed with {_settings(saved)}, but this "
+                f"run's data.preprocessing is {_settings(self.hparams['preprocessing'])}; resume with the "
+                "checkpoint's data.preprocessing, or start a new run without ckpt_path"
+            )
 
     def parameter_groups(self) -> list[dict]:
         if self.layer_lr_decay == 1.0:
@@ -217,6 +257,15 @@ class GPTClassifier(GPTModule):
             for block in self.backbone.blocks[-trainable_blocks:]:
                 block.requires_grad_(True)
             self.backbone.ln_f.requires_grad_(True)
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapters into the backbone's weights: the model, and a checkpoint saved from it,
+        is then a plain classifier (same outputs in eval mode), which any gptlab tool loads."""
+        if self.hparams.get("lora") is None:
+            return
+        merge_lora(self.backbone)
+        self.hparams["lora"] = None
+        self.backbone.requires_grad_(True)
 
     def load_pretrained(self, source: str | os.PathLike | Checkpoint) -> None:
         """Copy the backbone weights of a gptlab checkpoint; refuse one that does not fit this model.
@@ -250,6 +299,14 @@ class GPTClassifier(GPTModule):
                 f"labels {self.label_names}; fine-tune from a language-model checkpoint, or use data "
                 "with the checkpoint's label set"
             )
-        self.backbone.load_state_dict(fit_to_backbone(checkpoint.submodule_state("backbone"), self.config))
+        state = checkpoint.submodule_state("backbone")
+        if hparams.get("lora") is not None:  # a LoRA classifier's adapters, folded into its weights
+            state = merge_lora_state(state, LoRAConfig.from_any(hparams["lora"]).scale)
+        self.backbone.load_state_dict(fit_to_backbone(state, self.config))
         if saved_labels is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
+
+
+def _settings(preprocessing: Mapping[str, Any]) -> str:
+    stopwords = len(preprocessing["extra_stopwords"])
+    return f"words={preprocessing['words']}, lowercase={preprocessing['lowercase']}, {stopwords} stopwords"

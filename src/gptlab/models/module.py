@@ -289,6 +289,10 @@ class GPTModule(L.LightningModule):
         """What a datamodule must share with this model to feed it (evaluation builds one from this)."""
         return {"tokenizer": self.tokenizer}
 
+    def check_same_data(self, saved_hparams: Mapping[str, Any]) -> None:
+        """Raise ValueError when weights saved with ``saved_hparams`` were trained on data this model reads
+        otherwise (nothing to check for a language model: its tokenizer is checked on its own)."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = type(self).__name__  # what gptlab.models.io.load_module rebuilds
         if self.tokenizer is not None:
