@@ -129,7 +129,7 @@ def test_n_jobs_with_the_sequential_launcher_warns(caplog):
         warn_if_sequential(BasicLauncher(), n_jobs=1)
     assert caplog.messages == [
         "warning: hydra.sweeper.n_jobs=2, but hydra/launcher=basic runs trials one after another; "
-        "hydra/launcher=joblib (the search configs' default) runs them at once"
+        "hydra/launcher=parallel (the search configs' default) runs them at once"
     ]
 
 
@@ -273,7 +273,7 @@ def test_asking_for_optuna_without_the_package_says_how_to_install(monkeypatch):
     with pytest.raises(SystemExit, match=r"needs 'wandb'.*pip install -e '\.\[wandb\]'"):
         require_optional_packages(["logger=wandb"])
     with pytest.raises(SystemExit, match=r"needs 'hydra_joblib_launcher'.*pip install -e '\.\[sweep\]'"):
-        require_optional_packages(["-m", "hydra/launcher=joblib", "seed=1,2"])
+        require_optional_packages(["-m", "hydra/launcher=parallel", "seed=1,2"])
     require_optional_packages(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
 
 

@@ -152,7 +152,7 @@ OPTIONAL_PACKAGES = {
         ("hydra_plugins.hydra_joblib_launcher", "sweep"),
     ],
     ("hydra/launcher=slurm",): [("hydra_plugins.hydra_submitit_launcher", "sweep")],
-    ("hydra/launcher=joblib",): [("hydra_plugins.hydra_joblib_launcher", "sweep")],
+    ("hydra/launcher=parallel", "hydra/launcher=joblib"): [("hydra_plugins.hydra_joblib_launcher", "sweep")],
     ("logger=mlflow",): [("mlflow", "mlflow")],
     ("logger=wandb",): [("wandb", "wandb")],
     ("logger=many_loggers",): [("mlflow", "mlflow"), ("wandb", "wandb")],

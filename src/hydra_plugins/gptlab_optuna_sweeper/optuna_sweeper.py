@@ -189,5 +189,5 @@ def warn_if_sequential(launcher: Launcher, n_jobs: int) -> None:
     if n_jobs > 1 and type(launcher).__name__ == "BasicLauncher":
         log.warning(
             f"warning: hydra.sweeper.n_jobs={n_jobs}, but hydra/launcher=basic runs trials one after another;"
-            " hydra/launcher=joblib (the search configs' default) runs them at once"
+            " hydra/launcher=parallel (the search configs' default) runs them at once"
         )
