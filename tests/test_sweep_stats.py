@@ -25,11 +25,11 @@ def test_the_t_table_matches_scipy():
 
 def test_jobs_differing_only_in_seed_or_fold_are_one_configuration():
     losses = {
-        ("1e-3", "1"): 2.0,
-        ("1e-3", "2"): 2.2,
-        ("1e-3", "3"): 2.3,
-        ("3e-3", "1"): 1.5,
-        ("3e-3", "2"): 1.9,
+        ("0.001", "1"): 2.0,
+        ("0.001", "2"): 2.2,
+        ("0.001", "3"): 2.3,
+        ("0.003", "1"): 1.5,
+        ("0.003", "2"): 1.9,
     }
     jobs = [
         job(
@@ -39,10 +39,10 @@ def test_jobs_differing_only_in_seed_or_fold_are_one_configuration():
         )
         for i, ((lr, seed), loss) in enumerate(losses.items())
     ]
-    jobs.append(job(5, ["debug=limit", "model.optimizer.lr=3e-3", "seed=3"], status="failed"))
+    jobs.append(job(5, ["debug=limit", "model.optimizer.lr=0.003", "seed=3"], status="failed"))
     grouped = sweep_stats.group(jobs, ["seed", "data.fold"], baseline="model.optimizer.lr=1e-3")
     base, other = grouped["configurations"]
-    assert (base["name"], other["name"]) == ("model.optimizer.lr=1e-3", "model.optimizer.lr=3e-3")
+    assert (base["name"], other["name"]) == ("model.optimizer.lr=0.001", "model.optimizer.lr=0.003")
     assert grouped["baseline"] == base["name"] and base["baseline"] and not other["baseline"]
     assert base["jobs"] == [0, 1, 2] and other["jobs"] == [3, 4, 5] and other["failed"] == 1
     assert set(base["metrics"]) == {"val/loss"}  # val/ppl is not a reported metric
@@ -88,6 +88,12 @@ def test_a_baseline_that_names_no_single_configuration_is_reported():
     assert grouped["baseline_error"].startswith("baseline 'a=0' matches 2 configurations, not one")
     assert "a=0 b=0" in grouped["baseline_error"]
     assert sweep_stats.group(jobs, ["seed"], baseline="a=0 b=1")["baseline"] == "a=0 b=1"
+    # Hydra writes a job's overrides normalised (1e-3 as 0.001, true as True): a baseline matches either way
+    jobs = [
+        job(i, [f"lr={lr}", f"flag={flag}", f"seed={i}"])
+        for i, (lr, flag) in enumerate([(0.001, True), (0.003, False)])
+    ]
+    assert sweep_stats.group(jobs, ["seed"], baseline="lr=1e-3 flag=true")["baseline"] == "lr=0.001 flag=True"
 
 
 def test_the_plot_is_a_png(tmp_path):

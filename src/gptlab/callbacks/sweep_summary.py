@@ -64,8 +64,12 @@ class SweepSummary(Callback):
             "dir": config.hydra.runtime.output_dir,
             "started": self._started,
             "ended": time.time(),
-            "metrics": {} if failed else job_metrics(config, metric),
+            "metrics": {},
         }
+        if not failed:
+            result["metrics"] = job_metrics(config, metric)
+            if self._started is not None:
+                result["metrics"]["job/seconds"] = result["ended"] - self._started
         Path(config.hydra.runtime.output_dir, RESULT_FILE).write_text(json.dumps(result, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

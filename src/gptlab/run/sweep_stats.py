@@ -42,6 +42,19 @@ def axis(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def as_hydra_writes(override: str) -> str:
+    """An override as Hydra writes it in a job's overrides (``lr=1e-3`` is ``lr=0.001``, ``true`` is
+    ``True``), so that a baseline typed either way finds its configuration."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except OverrideParseException:
+        return override
+    return f"{parsed.get_key_element()}={parsed.get_value_element_as_str()}"
+
+
 def describe(values: Sequence[float]) -> dict:
     """n, mean, sample standard deviation and the 95% t interval of the mean (None below two values)."""
     n, mean = len(values), statistics.mean(values)
@@ -86,7 +99,7 @@ def group(jobs: Iterable[dict], repeat: Sequence[str], baseline: str | None = No
     for key, config in configs.items():
         config["name"] = " ".join(o for o in key if o not in shared) or "(all jobs)"
 
-    wanted = set(baseline.split()) if baseline else set()
+    wanted = {as_hydra_writes(o) for o in baseline.split()} if baseline else set()
     matches = [c for c in configs.values() if wanted and wanted <= set(c["overrides"])]
     base, error = (matches[0], None) if len(matches) == 1 else (None, None)
     if wanted and len(matches) != 1:
