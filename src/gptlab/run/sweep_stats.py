@@ -145,9 +145,10 @@ def plot(configurations: list[dict], path: Path, title: str) -> Path | None:
     matplotlib.use("Agg")  # a file, never a window (sweeps run on servers)
     import matplotlib.pyplot as plt
 
-    labels = [c["name"] for c in configurations]
+    labels = [c["name"] + (" (baseline)" if c["baseline"] else "") for c in configurations]
+    width = 2 + 0.07 * max(len(label) for label in labels) + 3.5 * len(names)  # labels, then panels
     fig, axes = plt.subplots(
-        1, len(names), figsize=(4 * len(names), 1 + 0.45 * len(labels)), squeeze=False, sharey=True
+        1, len(names), figsize=(width, 1.5 + 0.45 * len(labels)), squeeze=False, sharey=True
     )
     for ax, name in zip(axes[0], names, strict=True):
         for row, config in enumerate(configurations):
@@ -163,7 +164,7 @@ def plot(configurations: list[dict], path: Path, title: str) -> Path | None:
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].invert_yaxis()
-    fig.suptitle(title + "  (mean, 95% t interval, repeats as dots)", fontsize=9)
+    fig.suptitle(f"{title}\nmean and 95% t interval; dots: single runs", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
