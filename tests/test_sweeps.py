@@ -84,7 +84,7 @@ def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tm
         assert job["metrics"]["val/loss"] == job["metric"] and job["started"] < job["ended"]
         losses.setdefault(lr, []).append(job["metrics"]["val/loss"])
     assert summary["repeat"] == ["seed", "data.fold"]
-    assert summary["baseline"] == "model.optimizer.lr=1e-3" and summary["baseline_error"] is None
+    assert summary["baseline"] == "model.optimizer.lr=0.001" and summary["baseline_error"] is None
     configs = {c["name"]: c for c in summary["configurations"]}
     assert sorted(configs) == sorted(losses) and all(len(v) == 2 for v in losses.values())
     for name, values in losses.items():
@@ -95,10 +95,10 @@ def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tm
         assert stats["ci95"] == pytest.approx(
             [statistics.mean(values) - half, statistics.mean(values) + half]
         )
-    base, other = losses["model.optimizer.lr=1e-3"], losses["model.optimizer.lr=3e-3"]
-    diff = configs["model.optimizer.lr=3e-3"]["metrics"]["val/loss"]["diff"]
+    base, other = losses["model.optimizer.lr=0.001"], losses["model.optimizer.lr=0.003"]
+    diff = configs["model.optimizer.lr=0.003"]["metrics"]["val/loss"]["diff"]
     assert diff["mean"] == pytest.approx(statistics.mean(other) - statistics.mean(base))
-    assert configs["model.optimizer.lr=1e-3"]["baseline"]
+    assert configs["model.optimizer.lr=0.001"]["baseline"]
     assert "configurations (repeats: seed, data.fold)" in done.stdout and "Δ baseline" in done.stdout
     assert (sweep_dir / "sweep_summary.png").read_bytes()[:4] == b"\x89PNG"
 
