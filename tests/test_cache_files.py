@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from gptlab.data import cache as cache_module
 from gptlab.data.cache import CorruptCacheError, build_token_cache
 from gptlab.data.datamodules import PretrainDataModule
-from gptlab.run.dirs import run_directory
+from gptlab.run.dirs import LogDirUnwritable, run_directory
 from gptlab.tokenization import CharTokenizer
 
 
@@ -79,7 +81,7 @@ def test_a_damaged_cache_entry_is_named_for_deletion(corpus, tmp_path):
 def test_unwritable_log_and_cache_directories_name_their_setting(corpus, tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(PermissionError, match=r"paths.log_dir: cannot write in .*a_file' is a file, not a"):
+    with pytest.raises(LogDirUnwritable, match=r"paths.log_dir: cannot write in .*a_file' is a file, not a"):
         run_directory(str(blocker / "train" / "runs"))
     with pytest.raises(
         PermissionError, match=r"paths.cache_dir: cannot write in .*is a file, not a directory"
@@ -93,3 +95,17 @@ def test_unwritable_log_and_cache_directories_name_their_setting(corpus, tmp_pat
         PermissionError, match=r"paths.cache_dir: .*read_only' is not writable; set paths.cache_dir"
     ):
         build_token_cache(corpus, CharTokenizer(), read_only / "cache")
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=1,2"]], ids=["run", "sweep"])
+def test_an_unwritable_log_dir_stops_with_one_line_and_no_traceback(tmp_path, sweep):
+    # /proc takes no new directories, even for root (for whom os.access says every directory is writable)
+    command = [sys.executable, "-m", "gptlab.train", *sweep, "paths.log_dir=/proc/gptlab_logs",
+               f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: paths.log_dir: cannot write in '/proc/gptlab_logs")
+    assert line.endswith("set paths.log_dir to a directory you can write in")
+    assert not (tmp_path / "cache").exists()

@@ -84,6 +84,17 @@ def test_slurm_launcher_composes(compose_train):
     assert launcher.nodes == 2 and launcher.tasks_per_node == launcher.gpus_per_node == 1
 
 
+def test_the_parallel_launcher_runs_as_many_jobs_as_the_optuna_sweeper_asks(compose_train):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    search = compose_train("hparams_search=shakespeare_optuna", "hydra.sweeper.n_jobs=3", keep_hydra=True)
+    assert search.hydra.launcher._target_ == joblib and search.hydra.launcher.n_jobs == 3
+    grid = compose_train("hydra/launcher=parallel", keep_hydra=True)
+    assert grid.hydra.launcher._target_ == joblib and grid.hydra.launcher.n_jobs == -1  # one per core
+    slurm = compose_train("hparams_search=shakespeare_optuna", "hydra/launcher=slurm", keep_hydra=True)
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")  # the command line's launcher wins
+
+
 @pytest.mark.parametrize(
     ("search", "experiment", "direction"),
     [("shakespeare_optuna", "shakespeare_char", "minimize"), ("austen_optuna", "austen_scratch", "maximize")],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -63,6 +65,72 @@ def test_basic_sweep_runs_every_combination(tmp_path, corpus):
         assert events.Scalars("val/loss")[-1].value == pytest.approx(job["metric"], rel=1e-5)
         resolved = (job_dir / "config_resolved.yaml").read_text()
         assert "git_commit:" in resolved and "${" not in resolved
+
+
+def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tmp_path, corpus):
+    command = sweep_command(
+        tmp_path, corpus, "seed=1,2", "model.optimizer.lr=1e-3,3e-3", "test=false",
+        'hydra.callbacks.sweep_summary.baseline="model.optimizer.lr=1e-3"',
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "debug" / "multiruns").iterdir()
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    # each job's own record, read back from its directory
+    losses: dict[str, list[float]] = {}
+    for result in sorted(sweep_dir.glob("*/job_result.json"), key=lambda p: int(p.parent.name)):
+        job = json.loads(result.read_text())
+        lr = next(o for o in job["overrides"] if o.startswith("model.optimizer.lr="))
+        assert job["metrics"]["val/loss"] == job["metric"] and job["started"] < job["ended"]
+        losses.setdefault(lr, []).append(job["metrics"]["val/loss"])
+    assert summary["repeat"] == ["seed", "data.fold"]
+    assert summary["baseline"] == "model.optimizer.lr=0.001" and summary["baseline_error"] is None
+    configs = {c["name"]: c for c in summary["configurations"]}
+    assert sorted(configs) == sorted(losses) and all(len(v) == 2 for v in losses.values())
+    for name, values in losses.items():
+        stats = configs[name]["metrics"]["val/loss"]
+        assert stats["n"] == 2 and stats["mean"] == pytest.approx(statistics.mean(values))
+        assert stats["std"] == pytest.approx(statistics.stdev(values))
+        half = 12.706 * statistics.stdev(values) / 2**0.5  # t_0.975 with 1 degree of freedom
+        assert stats["ci95"] == pytest.approx(
+            [statistics.mean(values) - half, statistics.mean(values) + half]
+        )
+    base, other = losses["model.optimizer.lr=0.001"], losses["model.optimizer.lr=0.003"]
+    diff = configs["model.optimizer.lr=0.003"]["metrics"]["val/loss"]["diff"]
+    assert diff["mean"] == pytest.approx(statistics.mean(other) - statistics.mean(base))
+    assert configs["model.optimizer.lr=0.001"]["baseline"]
+    assert "configurations (repeats: seed, data.fold)" in done.stdout and "Δ baseline" in done.stdout
+    assert (sweep_dir / "sweep_summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_optuna_trials_run_in_parallel_with_n_jobs(tmp_path, corpus):
+    pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    _, summary = run_sweep(
+        tmp_path, corpus, "hparams_search=shakespeare_optuna", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2", "trainer.max_steps=30", "trainer.val_check_interval=15",
+    )  # fmt: skip
+    assert [job["status"] for job in summary["jobs"]] == ["completed", "completed"]
+    first, second = (
+        json.loads((Path(job["dir"]) / "job_result.json").read_text()) for job in summary["jobs"]
+    )
+    # each started before the other ended: they ran at the same time
+    assert max(first["started"], second["started"]) < min(first["ended"], second["ended"])
+
+
+def test_n_jobs_with_the_sequential_launcher_warns(caplog):
+    pytest.importorskip("optuna")
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    from hydra_plugins.gptlab_optuna_sweeper.optuna_sweeper import warn_if_sequential
+
+    with caplog.at_level(logging.WARNING):
+        warn_if_sequential(BasicLauncher(), n_jobs=2)
+        warn_if_sequential(BasicLauncher(), n_jobs=1)
+    assert caplog.messages == [
+        "warning: hydra.sweeper.n_jobs=2, but hydra/launcher=basic runs trials one after another; "
+        "hydra/launcher=parallel (the search configs' default) runs them at once"
+    ]
 
 
 def test_tensorboard_compares_the_jobs_of_a_sweep_by_what_they_changed(tmp_path, corpus):
@@ -204,6 +272,8 @@ def test_asking_for_optuna_without_the_package_says_how_to_install(monkeypatch):
         require_optional_packages(["logger=mlflow"])
     with pytest.raises(SystemExit, match=r"needs 'wandb'.*pip install -e '\.\[wandb\]'"):
         require_optional_packages(["logger=wandb"])
+    with pytest.raises(SystemExit, match=r"needs 'hydra_joblib_launcher'.*pip install -e '\.\[sweep\]'"):
+        require_optional_packages(["-m", "hydra/launcher=parallel", "seed=1,2"])
     require_optional_packages(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
 
 

@@ -1,4 +1,5 @@
-"""Where a run writes: the ``${gptlab_run_dir:...}`` resolver behind ``hydra.run.dir``."""
+"""Where a run writes: the ``${gptlab_run_dir:...}`` resolver behind ``hydra.run.dir``, and
+``${gptlab_log_dir:...}`` behind ``hydra.sweep.dir``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ RESUMABLE = ("last*.ckpt", "interrupted.ckpt")
 class RunNameInUse(SystemExit):
     """A new run named like an existing one. A SystemExit, so that raised where Hydra chooses the run
     directory (which wraps any other exception in a resolver traceback) it stops with its one line."""
+
+
+class LogDirUnwritable(SystemExit):
+    """``paths.log_dir`` cannot be written in: a SystemExit for the same reason as :class:`RunNameInUse`."""
+
+
+def writable_log_dir(path: str) -> str:
+    """``path`` (under ``paths.log_dir``), refused with one line when it cannot be created or written in."""
+    try:
+        check_writable_dir(path, "paths.log_dir")
+    except PermissionError as err:
+        raise LogDirUnwritable(f"error: {err}") from None
+    return path
 
 
 def newest_resumable_checkpoint(runs: str | Path, run: str = "*") -> Path | None:
@@ -35,8 +49,7 @@ def run_directory(runs: str, run_name: str | None = None, ckpt_path: str | None 
     - ``ckpt_path=last``: the run with the newest last (or interrupted) checkpoint.
     - otherwise the start time, to the microsecond.
     """
-    root = Path(runs)
-    check_writable_dir(root, "paths.log_dir")
+    root = Path(writable_log_dir(runs))
     if run_name:
         run = root / run_name
         resuming = ckpt_path == "last" or (

@@ -38,12 +38,23 @@ def atomic_write(path: str | os.PathLike, binary: bool = False, newline: str | N
 
 
 def check_writable_dir(path: str | os.PathLike, setting: str) -> None:
-    """Refuse a directory that cannot be created or written in, naming the setting that gave it."""
+    """Refuse a directory that cannot be created or written in, naming the setting that gave it. The
+    nearest existing directory is tried by making (and removing) a directory in it: ``os.access`` says yes
+    to root anywhere, /proc included."""
     existing = Path(path).absolute()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = "is a file, not a directory" if not existing.is_dir() else "is not writable"
+    why = None
+    if not existing.is_dir():
+        why = "is a file, not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not writable"
+    else:
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".gptlab-write-check-"))
+        except OSError as err:
+            why = f"does not take new directories ({err.strerror})"
+    if why:
         raise PermissionError(
             f"{setting}: cannot write in '{path}': '{existing}' {why}; set {setting} to a directory you "
             "can write in"

@@ -147,8 +147,12 @@ def is_pruned(error: object) -> bool:
 
 # What a command-line choice needs that gptlab's base install lacks: (module, extra that installs it).
 OPTIONAL_PACKAGES = {
-    ("hparams_search=", "hydra/sweeper=gptlab_optuna"): [("optuna", "sweep")],
-    ("hydra/launcher=",): [("hydra_plugins.hydra_submitit_launcher", "sweep")],
+    ("hparams_search=", "hydra/sweeper=gptlab_optuna"): [
+        ("optuna", "sweep"),
+        ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+    ],
+    ("hydra/launcher=slurm",): [("hydra_plugins.hydra_submitit_launcher", "sweep")],
+    ("hydra/launcher=parallel", "hydra/launcher=joblib"): [("hydra_plugins.hydra_joblib_launcher", "sweep")],
     ("logger=mlflow",): [("mlflow", "mlflow")],
     ("logger=wandb",): [("wandb", "wandb")],
     ("logger=many_loggers",): [("mlflow", "mlflow"), ("wandb", "wandb")],

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -67,6 +68,7 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        warn_if_sequential(self.launcher, self.n_jobs)
 
     def sweep(self, arguments: list[str]) -> None:
         space = SearchSpace.parse(self.params, arguments)
@@ -180,3 +182,12 @@ class OptunaSweeper(Sweeper):
         (self.sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(best))
         log.info(f"best trial: {study.best_trial.number}, value {study.best_value}, {study.best_params}")
         save_plots(study, self.sweep_dir)
+
+
+def warn_if_sequential(launcher: Launcher, n_jobs: int) -> None:
+    """Hydra's basic launcher runs the jobs of a launch one after another, so n_jobs > 1 gains nothing."""
+    if n_jobs > 1 and type(launcher).__name__ == "BasicLauncher":
+        log.warning(
+            f"warning: hydra.sweeper.n_jobs={n_jobs}, but hydra/launcher=basic runs trials one after another;"
+            " hydra/launcher=parallel (the search configs' default) runs them at once"
+        )
