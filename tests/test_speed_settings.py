@@ -79,3 +79,22 @@ def test_auto_bf16_trains_with_fused_adamw_and_clipping(compose_train, corpus, m
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.compile is False
     assert cfg.model.optimizer.fused and cfg.trainer.gradient_clip_val > 0
     assert math.isfinite(loss)
+
+
+def test_the_default_config_is_composed_once_then_read_from_the_cache(compose_train, tmp_path, monkeypatch):
+    """The run's config tree compares with configs/train.yaml's defaults; composing them costs as much as
+    the run's own config, so they are kept in paths.cache_dir, keyed by the configs' contents."""
+    from gptlab.run import record
+
+    compose_train()  # as in a run: Hydra's runtime values (${hydra:...}) set
+    fresh = record.flat_defaults(tmp_path)
+    assert fresh["trainer.max_steps"] == 2000 and fresh["model.backbone.n_embd"] == 128
+    (cached,) = (tmp_path / "config_defaults").glob("*.json")
+
+    composed = []
+    compose = record.default_config
+    monkeypatch.setattr(record, "default_config", lambda: composed.append(1) or compose())
+    assert record.flat_defaults(tmp_path) == fresh and composed == []
+    cached.unlink()  # another configs/ (another key) or a cleared cache: composed again
+    assert record.flat_defaults(tmp_path) == fresh and composed == [1]
+    assert cached.is_file()
