@@ -5,7 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,sweep,hf,mlflow,wandb
+# hf (transformers), mlflow (which brings scipy) and wandb are left out by default: torchmetrics, which
+# Lightning imports, imports transformers and scipy whenever they are installed, seconds on every start
+# (benchmarks/MEASUREMENTS.md, "Start-up"). Everything: make install EXTRAS=dev,sweep,hf,mlflow,wandb
+EXTRAS ?= dev,sweep
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
