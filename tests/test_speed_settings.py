@@ -72,8 +72,9 @@ def test_auto_bf16_trains_with_fused_adamw_and_clipping(compose_train, corpus, m
     """What auto picks on an AMX CPU (bf16-mixed, with the default fused AdamW and clipping) runs."""
     monkeypatch.setattr(speed, "cpu_flags", lambda: {"amx_bf16"})
     cfg = compose_train(
-        f"data.path={corpus}", *TINY_OVERRIDES, "trainer.max_steps=2", "trainer.val_check_interval=2", "test=false",
-        "callbacks.text_sampler=null", "trainer.num_sanity_val_steps=0", "data.max_eval_windows=4",
+        f"data.path={corpus}", *TINY_OVERRIDES, "trainer.max_steps=2", "trainer.val_check_interval=2",
+        "test=false", "callbacks.text_sampler=null", "trainer.num_sanity_val_steps=0",
+        "data.max_eval_windows=4",
     )  # fmt: skip
     loss = train(cfg)
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.compile is False

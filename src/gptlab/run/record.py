@@ -147,7 +147,9 @@ def flat_defaults(cache_dir: str | os.PathLike | None) -> dict:
         return json.loads(cached.read_text())
     try:
         # a JSON round trip, so that a fresh and a cached default compare alike (tuples as lists)
-        default = json.loads(json.dumps(flatten(OmegaConf.to_container(default_config(), resolve=True)), default=str))
+        default = json.loads(
+            json.dumps(flatten(OmegaConf.to_container(default_config(), resolve=True)), default=str)
+        )
     except Exception as err:  # noqa: BLE001 -- a config that does not compose alone still runs
         log.debug(f"defaults not composed: {err}")
         return {}

@@ -60,7 +60,9 @@ def resolve_auto_speed(cfg: DictConfig, flags: set[str] | None = None) -> None:
         if trainer is not None and trainer.get("precision") == "auto":
             flags = cpu_flags() if flags is None else flags
             trainer.precision = auto_precision(accelerator, flags)
-            seen = " ".join(sorted(flags & {"amx_bf16", "avx512_bf16", "avx512f"})) or "none of amx_bf16/avx512"
+            seen = (
+                " ".join(sorted(flags & {"amx_bf16", "avx512_bf16", "avx512f"})) or "none of amx_bf16/avx512"
+            )
             chosen.append(f"trainer.precision={trainer.precision} (CPU flags: {seen})")
         if model is not None and model.get("compile") == "auto":
             model.compile = auto_compile(accelerator, int(OmegaConf.select(cfg, "trainer.max_steps") or -1))
