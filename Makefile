@@ -5,9 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,sweep,hf,mlflow,wandb,zh
+# hf (transformers), mlflow (which brings scipy) and wandb are left out by default: torchmetrics, which
+# Lightning imports, imports transformers and scipy whenever they are installed, seconds on every start
+# (benchmarks/MEASUREMENTS.md, "Start-up"). `zh` is jieba (Chinese word segmentation, imported only when used).
+EXTRAS ?= dev,sweep,zh
+# make test installs every extra, so that no test is skipped for a missing package.
+TEST_EXTRAS ?= dev,sweep,zh,hf,mlflow,wandb
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-fast bench tensorboard lint format clean
@@ -21,15 +27,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
+	touch $(TEST_STAMP)
+
 install: $(STAMP) ## create .venv and install gptlab (again only when pyproject.toml changed)
 
 train: $(STAMP) ## pretrain the default experiment on the bundled Shakespeare (args: ARGS="key=value ...")
 	$(BIN)/gptlab-train $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
+test: $(TEST_STAMP) ## run the whole test suite
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(STAMP) ## the suite without tests marked slow
+test-fast: $(TEST_STAMP) ## the suite without tests marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP) ## speed benchmarks, each side by side in one run (tables; JSON in benchmarks/results/)

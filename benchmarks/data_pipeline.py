@@ -101,8 +101,10 @@ def measure_data_wait(steps: int, warmup: int, overrides: list[str], cache_dir: 
     from hydra.utils import instantiate
 
     from gptlab.run.hydra import compose_config
+    from gptlab.run.speed import resolve_auto_speed
 
     cfg = compose_config("experiment=shakespeare_bpe", f"paths.cache_dir={cache_dir}", *overrides)
+    resolve_auto_speed(cfg)
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
     datamodule.prepare_data()

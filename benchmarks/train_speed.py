@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from gptlab import PROJECT_ROOT
 from gptlab.models.optim import weight_decay_groups
 from gptlab.run.hydra import compose_config, instantiate_group
+from gptlab.run.speed import resolve_auto_speed
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 # name -> overrides of the Lightning run
@@ -171,6 +172,7 @@ def _measure(overrides: list[str], steps: int, ranges: list[tuple[int, int]], th
         *overrides,
     )
     L.seed_everything(cfg.seed)
+    resolve_auto_speed(cfg)
     datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.tokenizer))
     datamodule.prepare_data()
     datamodule.setup("fit")

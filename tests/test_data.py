@@ -120,8 +120,11 @@ def test_max_eval_windows_spreads_windows_over_the_split(corpus, tmp_path):
     dm = make_datamodule(corpus, tmp_path, max_eval_windows=5)
     dm.setup("fit")
     val = dm.datasets["val"]
-    assert 5 <= len(val) < 10
-    assert val.stride > 16
+    every = make_datamodule(corpus, tmp_path)
+    every.setup("fit")
+    all_windows = len(every.datasets["val"])
+    assert 3 <= len(val) <= 5 < all_windows  # at most max_eval_windows
+    assert val.stride == 16 * -(-all_windows // 5)  # evenly spread over the split, not its beginning
 
 
 def test_cache_is_reused_and_rebuilt_when_the_corpus_changes(corpus, tmp_path):
@@ -194,3 +197,14 @@ def test_corpus_shorter_than_one_block_is_explained(tmp_path):
     dm.prepare_data()
     with pytest.raises(ValueError, match=r"has 84 tokens, too short for block_size=64"):
         dm.setup("fit")
+
+
+def test_eval_batch_size_sizes_validation_batches_only(corpus, tmp_path):
+    dm = make_datamodule(corpus, tmp_path, eval_batch_size=7)
+    dm.setup("fit")
+    inputs = [x for x, _ in dm.val_dataloader()]
+    assert [len(x) for x in inputs[:-1]] == [7] * (len(inputs) - 1)
+    assert sum(len(x) for x in inputs) == len(dm.datasets["val"])  # every window, once
+    assert next(iter(dm.train_dataloader()))[0].shape == (4, 16)  # training keeps data.batch_size
+    with pytest.raises(ValueError, match=r"data.eval_batch_size=0: .*e.g. data.eval_batch_size=64"):
+        make_datamodule(corpus, tmp_path, eval_batch_size=0)

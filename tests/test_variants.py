@@ -161,7 +161,7 @@ def test_bad_switches_are_explained():
 
 def test_the_modern_experiment_turns_every_switch_on(compose_train):
     cfg = compose_train("experiment=shakespeare_modern")
-    model = instantiate(cfg.model, vocab_size=65)
+    model = instantiate(cfg.model, vocab_size=65, compile=False)
     config = model.config
     assert (config.pos_embedding, config.norm, config.mlp) == ("rope", "rmsnorm", "swiglu")
     assert (config.bias, config.n_head, config.n_kv_head) == (False, 4, 2)

@@ -17,6 +17,7 @@ from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
 from gptlab.run.board import log_hparams
 from gptlab.run.hydra import check_config_dir, instantiate_group
+from gptlab.run.speed import resolve_auto_speed
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -27,6 +28,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.model = OmegaConf.create(dict(model.hparams))
     OmegaConf.resolve(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    resolve_auto_speed(cfg)  # trainer.precision=auto
 
     # The checkpoint's tokenizer (and label names) decide how the data is encoded.
     datamodule = instantiate(cfg.data, **model.data_kwargs())

@@ -34,6 +34,7 @@ from gptlab.run.hydra import (
     run_task,
 )
 from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
+from gptlab.run.speed import resolve_auto_speed
 from gptlab.tokenization import Tokenizer, check_same_tokenizer, run_tokenizer
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     composed = copy.deepcopy(cfg)
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
     L.seed_everything(cfg.seed, workers=True)
+    resolve_auto_speed(cfg)  # trainer.precision=auto, model.compile=auto: this machine's choice
 
     callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone()]
     loggers = instantiate_group(cfg.get("logger"))

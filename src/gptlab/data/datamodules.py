@@ -97,6 +97,7 @@ class PretrainDataModule(GlobalBatchDataModule):
         test_fraction: float = 0.0,
         steps_per_epoch: int = 1000,
         max_eval_windows: int | None = None,
+        eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str = "data/.cache",
@@ -125,7 +126,13 @@ class PretrainDataModule(GlobalBatchDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.steps_per_epoch = steps_per_epoch
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(
+                f"data.eval_batch_size={eval_batch_size}: windows per validation batch, 1 or more (null: "
+                "the training micro-batch), e.g. data.eval_batch_size=64"
+            )
         self.max_eval_windows = max_eval_windows
+        self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache_dir = os.fspath(cache_dir)
@@ -232,16 +239,16 @@ class PretrainDataModule(GlobalBatchDataModule):
         windows = TokenWindows(tokens, self.block_size, start, end, stride=self.block_size)
         if self.max_eval_windows and len(windows) > self.max_eval_windows:
             # Keep the windows evenly spaced over the split rather than only its beginning.
-            stride = self.block_size * (len(windows) // self.max_eval_windows)
+            stride = self.block_size * -(-len(windows) // self.max_eval_windows)
             windows = TokenWindows(tokens, self.block_size, start, end, stride=stride)
         return windows
 
     def _loader(
-        self, split: str, sampler: Sampler, loader_class: type[DataLoader] = DataLoader
+        self, split: str, sampler: Sampler, loader_class: type[DataLoader] = DataLoader, batch_size: int = 0
     ) -> DataLoader:
         return self._make_loader(
             self.datasets[split], loader_class,
-            batch_size=self.batch_plan.micro_batch, sampler=sampler, collate_fn=keep_batch,
+            batch_size=batch_size or self.batch_plan.micro_batch, sampler=sampler, collate_fn=keep_batch,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
@@ -251,7 +258,9 @@ class PretrainDataModule(GlobalBatchDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         plan = self.batch_plan
-        return self._loader(split, ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size))
+        sampler = ShardSampler(len(self.datasets[split]), plan.rank, plan.world_size)
+        # No gradients are kept in evaluation: batches larger than training's run the model faster.
+        return self._loader(split, sampler, batch_size=self.eval_batch_size or plan.micro_batch)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         if not self.eval_sets:

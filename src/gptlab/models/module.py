@@ -98,6 +98,11 @@ class GPTModule(L.LightningModule):
         eval_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        if not isinstance(compile, bool):
+            raise ValueError(
+                f"compile={compile!r}: True or False (model.compile=auto is resolved by gptlab-train; "
+                "call gptlab.run.speed.resolve_auto_speed(cfg) before instantiating cfg.model yourself)"
+            )
         hf_weights = None
         if pretrained_hf is not None:
             # The Hugging Face directory decides the shapes; the hparams then hold the full config, so

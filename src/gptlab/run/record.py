@@ -3,7 +3,10 @@ defaults printed) and the summary printed when it ends."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -133,15 +136,36 @@ def default_config() -> DictConfig:
         return compose(config_name="train")
 
 
+def flat_defaults(cache_dir: str | os.PathLike | None) -> dict:
+    """:func:`default_config`, resolved and flattened, kept in ``cache_dir`` under a hash of configs/:
+    composing it again costs about as much as composing the run's own config."""
+    digest = hashlib.sha256(str(CONFIG_DIR).encode())
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        digest.update(str(path.relative_to(CONFIG_DIR)).encode() + b"\0" + path.read_bytes())
+    cached = Path(cache_dir or "", "config_defaults", f"{digest.hexdigest()[:20]}.json")
+    if cache_dir and cached.is_file():
+        return json.loads(cached.read_text())
+    try:
+        # a JSON round trip, so that a fresh and a cached default compare alike (tuples as lists)
+        default = json.loads(
+            json.dumps(flatten(OmegaConf.to_container(default_config(), resolve=True)), default=str)
+        )
+    except Exception as err:  # noqa: BLE001 -- a config that does not compose alone still runs
+        log.debug(f"defaults not composed: {err}")
+        return {}
+    if cache_dir:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(default))
+        temporary.replace(cached)  # atomic: a concurrent run reads the whole file or none
+    return default
+
+
 def print_config_changes(cfg: DictConfig, saved: Path) -> None:
     """Print the values that differ from the defaults (a run's own choices), as a tree; the whole config
     is in ``saved``."""
-    now = flatten(OmegaConf.to_container(cfg, resolve=True))
-    try:
-        default = flatten(OmegaConf.to_container(default_config(), resolve=True))
-    except Exception as err:  # noqa: BLE001 -- a config that does not compose alone still runs
-        default = {}
-        log.debug(f"defaults not composed: {err}")
+    now = json.loads(json.dumps(flatten(OmegaConf.to_container(cfg, resolve=True)), default=str))
+    default = flat_defaults(OmegaConf.select(cfg, "paths.cache_dir"))
     run_dir = str(cfg.paths.output_dir)
     changed = {
         key: value
