@@ -33,7 +33,7 @@ from gptlab.run.hydra import (
     require_optional_packages,
     run_task,
 )
-from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
+from gptlab.run.record import RunTimes, hold_run_log, log_checkpoint_path, record_run, summarize_run
 from gptlab.tokenization import Tokenizer, check_same_tokenizer, run_tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)  # nothing like ${hydra:...} may reach a spawned process or a checkpoint
     L.seed_everything(cfg.seed, workers=True)
 
-    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone()]
+    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone(), RunTimes()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)
