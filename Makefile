@@ -16,10 +16,10 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast bench tensorboard lint format clean
+.PHONY: help install train test test-fast bench bench-e2e tensorboard lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: $(STAMP) ## speed benchmarks, each side by side in one run (tables; JSON 
 	$(BIN)/python benchmarks/generation_speed.py
 	$(BIN)/python benchmarks/backbone_speed.py
 	$(BIN)/python benchmarks/data_pipeline.py
+
+bench-e2e: $(STAMP) ## make train's whole process vs a nanoGPT-like loop, A B A B (args: ARGS="--pairs 1")
+	$(BIN)/python benchmarks/end_to_end.py $(ARGS)
 
 tensorboard: $(STAMP) ## serve every run (logs/tensorboard/) at http://localhost:6006
 	$(BIN)/tensorboard --logdir logs/tensorboard --port 6006

@@ -98,3 +98,15 @@ def test_presets_benchmark_smoke(tmp_path):
     assert measured["fwd_bwd_ms"] > 0 and measured["tokens_per_s"] > 0
     assert measured["peak_rss_train_step_mb"] >= measured["peak_rss_fwd_bwd_mb"] > 0
     assert "measured" not in rows["gpt2-xl"] and rows["gpt2-xl"]["skipped"]
+
+
+@pytest.mark.slow
+def test_end_to_end_benchmark_smoke(tmp_path):
+    table, result = run_smoke("end_to_end", tmp_path, timeout=600)
+    assert "| gptlab | 1 |" in table and "| reference | 1 |" in table and "CPU flags:" in table
+    rows = {row["side"]: row for row in result["rows"]}
+    assert set(rows) == {"gptlab", "reference"}
+    for row in rows.values():
+        assert 0 < row["first_step_s"] < row["wall_s"] and row["median_step_ms"] > 0
+        assert 0 < row["eval_s"] < row["wall_s"] and 0 < row["val_loss"] < 6
+    assert result["wall_ratio"] == pytest.approx(rows["gptlab"]["wall_s"] / rows["reference"]["wall_s"])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,9 @@ def test_a_default_run_prints_no_warning_and_ends_with_a_summary_in_its_log(tmp_
         f"paths.cache_dir={tmp_path / 'cache'}", *TINY_OVERRIDES, "trainer.max_steps=4",
         "model.scheduler.warmup_steps=2", "data.max_eval_windows=8",
     ]  # fmt: skip
+    launched = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)  # warnings not silenced
+    elapsed = time.perf_counter() - launched
     assert done.returncode == 0, done.stderr[-2000:]
     console = done.stdout + done.stderr
     assert not [line for line in console.splitlines() if "warn" in line.lower() or "Tip:" in line], console
@@ -239,6 +242,11 @@ def test_a_default_run_prints_no_warning_and_ends_with_a_summary_in_its_log(tmp_
     assert f"last checkpoint: {run / 'checkpoints' / 'last.ckpt'} (step 4)" in log
     assert "test/loss" in log.split("test: ")[-1]
     assert f"tensorboard --logdir {tmp_path / 'tensorboard'}   (this run: train/{run.name})" in log
+    # where the wall time went, counted from the process's start (not from when gptlab was imported)
+    times = json.loads((run / "run_times.json").read_text())
+    assert 0 < times["first_step_s"] < times["wall_s"] <= elapsed + 0.1
+    assert times["validation_s"] > 0 and times["median_step_ms"] > 0  # sanity check + step 4; 3 intervals
+    assert f"first step done {times['first_step_s']:.1f} s after the process started" in log
 
 
 PRETRAINING_EXPERIMENTS = [

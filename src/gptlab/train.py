@@ -33,7 +33,7 @@ from gptlab.run.hydra import (
     require_optional_packages,
     run_task,
 )
-from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
+from gptlab.run.record import RunTimes, hold_run_log, log_checkpoint_path, record_run, summarize_run
 from gptlab.run.speed import resolve_auto_speed
 from gptlab.tokenization import Tokenizer, check_same_tokenizer, run_tokenizer
 
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     resolve_auto_speed(cfg)  # trainer.precision=auto, model.compile=auto: this machine's choice
 
-    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone()]
+    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone(), RunTimes()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     refuse_script_launcher_in_sweep(trainer)

@@ -280,8 +280,6 @@ def hf_incompatibilities(config: GPTConfig) -> list[str]:
         reasons.append(f"norm={config.norm} (GPT-2 uses LayerNorm)")
     if config.mlp != "gelu":
         reasons.append(f"mlp={config.mlp} (GPT-2's MLP is GELU)")
-    if not config.bias:
-        reasons.append("bias=false (GPT-2's linears and norms have biases)")
     if config.kv_heads != config.n_head:
         reasons.append(f"n_kv_head={config.n_kv_head} (GPT-2 has one key/value head per query head)")
     return reasons
@@ -326,6 +324,11 @@ def hf_gpt2_state(backbone_state: Mapping[str, torch.Tensor], config: GPTConfig)
     embedding padding dropped; the LM head is left out: transformers ties it to ``wte``)."""
     state = {}
     for ours, (theirs, transposed) in _name_map(config.n_layer).items():
+        if ours.endswith(".bias") and ours not in backbone_state:
+            # bias=false: GPT-2 with zero biases computes exactly the same
+            weight = backbone_state[ours.removesuffix("bias") + "weight"]
+            state[f"transformer.{theirs}"] = weight.new_zeros(weight.size(0)).detach().cpu()
+            continue
         tensor = backbone_state[ours].detach().cpu()
         if ours == "wte.weight":
             tensor = tensor[: config.vocab_size]

@@ -7,13 +7,17 @@ import hashlib
 import json
 import logging
 import os
+import statistics
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from lightning import Trainer
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,6 +28,54 @@ from gptlab import CONFIG_DIR, PROJECT_ROOT
 from gptlab.run.board import BOARD_DIR, flatten
 
 log = logging.getLogger(__name__)
+RUN_TIMES = "run_times.json"
+
+
+def process_start() -> float:
+    """When this process started (epoch seconds), from Linux's /proc; elsewhere, when gptlab was imported."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return IMPORTED
+
+
+IMPORTED = time.time()
+
+
+class RunTimes(Callback):
+    """Where a run's wall time goes: process start to the first optimizer step done, validation (sanity
+    check included), and the median training step (batch end to batch end, no validation between),
+    printed and written to ``run_times.json`` by :func:`summarize_run`."""
+
+    def __init__(self) -> None:
+        self.started = process_start()
+        self.first_step_s: float | None = None
+        self.validation_s = 0.0
+        self.step_s: list[float] = []
+        self._last_end: float | None = None
+        self._val_start = 0.0
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        now = time.perf_counter()
+        if self.first_step_s is None:
+            self.first_step_s = time.time() - self.started
+        elif self._last_end is not None:
+            self.step_s.append(now - self._last_end)
+        self._last_end = now
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.validation_s += time.perf_counter() - self._val_start
+        self._last_end = None  # the next step's interval would hold the validation
+
+    def summary(self) -> dict[str, float | None]:
+        median = 1000 * statistics.median(self.step_s) if self.step_s else None
+        return {"wall_s": time.time() - self.started, "first_step_s": self.first_step_s,
+                "validation_s": self.validation_s, "median_step_ms": median}  # fmt: skip
 
 
 class RunLogHandler(logging.FileHandler):
@@ -207,6 +259,15 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+    times = next((c for c in trainer.callbacks if isinstance(c, RunTimes)), None)
+    if times is not None and times.first_step_s is not None:
+        summary = times.summary()
+        (Path(cfg.paths.output_dir) / RUN_TIMES).write_text(json.dumps(summary, indent=1))
+        median = f", median step {summary['median_step_ms']:.1f} ms" if summary["median_step_ms"] else ""
+        lines.append(
+            f"time: first step done {summary['first_step_s']:.1f} s after the process started{median}, "
+            f"validation {summary['validation_s']:.1f} s, {summary['wall_s']:.1f} s in all ({RUN_TIMES})"
+        )
     if board is not None:
         root = Path(cfg.paths.log_dir) / BOARD_DIR
         lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
