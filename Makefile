@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,sweep,hf,mlflow,wandb
+EXTRAS ?= dev,sweep,hf,mlflow,wandb,baseline
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
