@@ -469,7 +469,8 @@ def test_fast_dev_run_of_austen_finetune_from_a_pretraining_checkpoint(
     lm = GPTModule(tokenizer.vocab_size, BACKBONE, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
     pretrained = save_checkpoint(lm, tmp_path / "pretrain.ckpt")
     cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
-                        f"model.pretrained={pretrained}", "data.unknown_chars=drop", *TINY_CLASSIFIER)  # fmt: skip
+                        f"model.pretrained={pretrained}", "data.unknown_chars=drop",
+                        *TINY_CLASSIFIER)  # fmt: skip
     assert 0 <= train(cfg) <= 1
 
 

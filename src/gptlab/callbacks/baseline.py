@@ -122,9 +122,10 @@ class ClassicalBaseline(L.Callback):
         del scores["baseline/C"]
         for name, value in scores.items():
             pl_module.log(name, value)
+        margin = scores["baseline/margin"]
         rank_zero_info(
             f"baseline (TF-IDF word + char n-grams, logistic regression C={self.scores['baseline/C']:g}): "
             f"test acc {scores['baseline/acc']:.4f}, macro-F1 {scores['baseline/f1']:.4f}; majority class "
             f"{scores['baseline/majority_acc']:.4f}; the GPT's test/acc {gpt_acc:.4f} is "
-            f"{abs(scores['baseline/margin']):.4f} {'above' if scores['baseline/margin'] >= 0 else 'below'} it"
+            f"{abs(margin):.4f} {'above' if margin >= 0 else 'below'} it"
         )

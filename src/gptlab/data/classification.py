@@ -35,9 +35,10 @@ class ClassificationDataModule(GlobalBatchDataModule):
     ``head`` or the ``tail``); characters the tokenizer cannot encode (a character vocabulary fitted on
     the training texts may lack some in val / test, a pretrained one digits or symbols) are dropped and
     reported with ``unknown_chars="drop"``, refused with ``"error"``, and with ``"drop_rare"`` dropped
-    unless they exceed ``RARE_UNKNOWN_SHARE`` of the training text, where the run stops. Batches are padded per batch, and with ``bucket_by_length`` hold texts of
-    similar length; ``seed`` and the epoch draw their order. ``batch_size`` is the global batch, shared out
-    over ranks and accumulation steps like the pretraining data's (:mod:`gptlab.data.sampling`).
+    unless they exceed ``RARE_UNKNOWN_SHARE`` of the training text, where the run stops. Batches are
+    padded per batch, and with ``bucket_by_length`` hold texts of similar length; ``seed`` and the epoch
+    draw their order. ``batch_size`` is the global batch, shared out over ranks and accumulation steps
+    like the pretraining data's (:mod:`gptlab.data.sampling`).
     """
 
     def __init__(
