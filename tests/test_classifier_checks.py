@@ -63,8 +63,8 @@ def sklearn_directly(train, test, C: float):
 
     model = Pipeline([
         ("features", FeatureUnion([
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
         ])),
         ("lr", LogisticRegression(C=C, max_iter=1000)),
     ]).fit(*train)  # fmt: skip
