@@ -7,10 +7,11 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 # hf (transformers), mlflow (which brings scipy) and wandb are left out by default: torchmetrics, which
 # Lightning imports, imports transformers and scipy whenever they are installed, seconds on every start
-# (benchmarks/MEASUREMENTS.md, "Start-up"). `zh` is jieba (Chinese word segmentation, imported only when used).
-EXTRAS ?= dev,sweep,zh
+# (benchmarks/MEASUREMENTS.md, "Start-up"). `zh` is jieba (Chinese word segmentation, imported only when
+# used); `baseline` is scikit-learn for the baseline beside every classification run (it brings scipy too).
+EXTRAS ?= dev,sweep,zh,baseline
 # make test installs every extra, so that no test is skipped for a missing package.
-TEST_EXTRAS ?= dev,sweep,zh,hf,mlflow,wandb
+TEST_EXTRAS ?= dev,sweep,zh,baseline,hf,mlflow,wandb
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test

@@ -282,7 +282,7 @@ def test_fine_tune_with_another_attention_fp32_reads_the_checkpoint_once(
     )
     cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
                         f"model.pretrained={pretrained}", "model.backbone.attention_fp32=true",
-                        *TINY_CLASSIFIER)  # fmt: skip
+                        "data.unknown_chars=drop", *TINY_CLASSIFIER)  # fmt: skip
     assert 0 <= train(cfg) <= 1
     assert reads == [str(pretrained)]  # the tokenizer and the weights came from one read
 
@@ -469,7 +469,8 @@ def test_fast_dev_run_of_austen_finetune_from_a_pretraining_checkpoint(
     lm = GPTModule(tokenizer.vocab_size, BACKBONE, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
     pretrained = save_checkpoint(lm, tmp_path / "pretrain.ckpt")
     cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
-                        f"model.pretrained={pretrained}", *TINY_CLASSIFIER)  # fmt: skip
+                        f"model.pretrained={pretrained}", "data.unknown_chars=drop",
+                        *TINY_CLASSIFIER)  # fmt: skip
     assert 0 <= train(cfg) <= 1
 
 

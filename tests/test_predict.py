@@ -11,10 +11,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gptlab.callbacks.baseline import baseline_scores
+from gptlab.data.classification import ClassificationDataModule
 from gptlab.eval import evaluate
 from gptlab.models.module import GPTModule
 from gptlab.predict import predict
 from gptlab.run.files import umask as current_umask
+from gptlab.tokenization import CharTokenizer
 from gptlab.train import train
 from tests.conftest import compose_config
 from tests.test_classification import (
@@ -75,6 +78,24 @@ def test_training_logs_classification_metrics_and_confusion_matrices(classifier_
     assert len(logged.Images("test/confusion_matrix")) == 1
     best = max(e.value for e in logged.Scalars("val/acc"))
     assert logged.Scalars("val/acc_best")[-1].value == pytest.approx(best)
+    best_f1 = max(e.value for e in logged.Scalars("val/f1"))
+    assert logged.Scalars("val/f1_best")[-1].value == pytest.approx(best_f1)
+
+
+def test_training_logs_the_baseline_beside_the_test_and_its_calibration(classifier_run):
+    sample, run_dir = classifier_run
+    logged = events(run_dir / "tensorboard")
+    # the baseline on the run's own split, as scikit-learn scores it (tests/test_classifier_checks.py)
+    data = ClassificationDataModule(CharTokenizer(), block_size=16, path=str(sample), val_fraction=0.2,
+                                    test_fraction=0.2)  # fmt: skip
+    data.setup("fit")
+    expected = baseline_scores(data.texts["train"], data.texts["test"], data.texts["val"], Cs=[1.0, 10.0])
+    for name in ("baseline/acc", "baseline/f1", "baseline/majority_acc"):
+        assert logged.Scalars(name)[-1].value == pytest.approx(expected[name], abs=1e-6)
+    margin = logged.Scalars("test/acc")[-1].value - expected["baseline/acc"]
+    assert logged.Scalars("baseline/margin")[-1].value == pytest.approx(margin, abs=1e-6)
+    assert 0 <= logged.Scalars("test/ece")[-1].value <= 1
+    assert len(logged.Images("test/reliability")) == 1
 
 
 def test_eval_tests_a_checkpoint_alone_on_the_test_split(classifier_run, tmp_path):

@@ -650,9 +650,11 @@ class Workspace:
         )
         self.write_csv("reviews.csv", ["review", "sentiment"], rows)
         self.write_csv("new_texts.csv", ["review"], [("What a kind letter.",), ("A rude, wretched day.",)])
+        # fine-tuned from a pretraining on my_corpus.txt, which has no digits (more than 0.5% of the
+        # training text missing from its vocabulary stops the run: data.unknown_chars)
         with (root / "texts.jsonl").open("w", encoding="utf-8") as file:
             for text, label in rows:
-                file.write(json.dumps({"text": text, "label": label}) + "\n")
+                file.write(json.dumps({"text": text.rstrip("0123456789 "), "label": label}) + "\n")
 
     def write_csv(self, name: str, header: list[str], rows: list[tuple]) -> None:
         with (self.root / name).open("w", newline="", encoding="utf-8") as file:

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from gptlab.data.datasets import TextClassificationDataset, pad_collate
+from gptlab.data.datasets import TextClassificationDataset, describe_dropped, pad_collate
 from gptlab.data.readers import expand_paths, iter_records
 from gptlab.models.classifier import GPTClassifier
 from gptlab.models.io import load_module
@@ -124,8 +124,8 @@ def predict_probabilities(
         truncation=truncation,
         unknown_chars=unknown_chars,
     )
-    if dataset.dropped_chars:
-        log.info(f"dropped {dataset.dropped_chars:,} characters the model's vocabulary does not have")
+    if dataset.dropped:
+        log.info(f"{describe_dropped(dataset.dropped, dataset.num_chars)}; dropped")
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=pad_collate)
     batches = (

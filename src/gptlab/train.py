@@ -35,7 +35,7 @@ from gptlab.run.hydra import (
 )
 from gptlab.run.record import RunTimes, hold_run_log, log_checkpoint_path, record_run, summarize_run
 from gptlab.run.speed import resolve_auto_speed
-from gptlab.tokenization import Tokenizer, check_same_tokenizer, run_tokenizer
+from gptlab.tokenization import Tokenizer, UnknownCharactersError, check_same_tokenizer, run_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ def train(cfg: DictConfig) -> float | None:
     batch = BatchPlan.from_trainer(datamodule.batch_size, trainer)  # refuses a batch that does not divide
     rank_zero_info(batch.describe(datamodule.tokens_per_sample))
     datamodule.prepare_data()
-    datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
+    try:
+        datamodule.setup("fit")  # fits the tokenizer (and learns the labels) that the model is built with
+    except UnknownCharactersError as err:
+        raise RunStopped(str(err)) from None
     model_kwargs = datamodule.model_kwargs()
     if pretrained is not None:
         model_kwargs["pretrained"] = pretrained  # the checkpoint as read, not its path to read again

@@ -11,14 +11,18 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from gptlab.data.datamodules import GlobalBatchDataModule, check_block_size, check_split_fractions
-from gptlab.data.datasets import TextClassificationDataset, pad_collate
+from gptlab.data.datasets import UNKNOWN_CHARS as DATASET_UNKNOWN_CHARS
+from gptlab.data.datasets import TextClassificationDataset, describe_dropped, pad_collate
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
 from gptlab.data.sampling import BucketBatchSampler, ResumableDataLoader
-from gptlab.tokenization import Tokenizer
+from gptlab.tokenization import Tokenizer, UnknownCharactersError
 from gptlab.tokenization.words import WordPreprocessing
 
 EMPTY_TEXT = ("skip", "error")
 SPLITS = ("train", "val", "test")
+# drop_rare: drop what a vocabulary lacks while it is at most RARE_UNKNOWN_SHARE of the training text
+UNKNOWN_CHARS = (*DATASET_UNKNOWN_CHARS, "drop_rare")
+RARE_UNKNOWN_SHARE = 0.005
 
 
 class ClassificationDataModule(GlobalBatchDataModule):
@@ -36,10 +40,12 @@ class ClassificationDataModule(GlobalBatchDataModule):
     checkpoint's, when evaluating it). A tokenizer that still needs fitting is fitted on the training
     texts. Texts are cut to ``block_size`` tokens (``truncation``: keep the
     ``head`` or the ``tail``); characters the tokenizer cannot encode (a character vocabulary fitted on
-    the training texts may lack some in val / test) are dropped and counted, or refused with
-    ``unknown_chars="error"``. Batches are padded per batch, and with ``bucket_by_length`` hold texts of
-    similar length; ``seed`` and the epoch draw their order. ``batch_size`` is the global batch, shared out
-    over ranks and accumulation steps like the pretraining data's (:mod:`gptlab.data.sampling`).
+    the training texts may lack some in val / test, a pretrained one digits or symbols) are dropped and
+    reported with ``unknown_chars="drop"``, refused with ``"error"``, and with ``"drop_rare"`` dropped
+    unless they exceed ``RARE_UNKNOWN_SHARE`` of the training text, where the run stops. Batches are
+    padded per batch, and with ``bucket_by_length`` hold texts of similar length; ``seed`` and the epoch
+    draw their order. ``batch_size`` is the global batch, shared out over ranks and accumulation steps
+    like the pretraining data's (:mod:`gptlab.data.sampling`).
     """
 
     def __init__(
@@ -61,7 +67,7 @@ class ClassificationDataModule(GlobalBatchDataModule):
         preprocessing: WordPreprocessing | Mapping[str, Any] | None = None,
         truncation: str = "head",
         empty_text: str = "skip",
-        unknown_chars: str = "drop",
+        unknown_chars: str = "drop_rare",
         encoding_errors: str = "strict",
         batch_size: int = 32,
         bucket_by_length: bool = True,
@@ -86,6 +92,8 @@ class ClassificationDataModule(GlobalBatchDataModule):
             raise ValueError("data.num_folds needs training rows to cut into folds: set data.train_path")
         if empty_text not in EMPTY_TEXT:
             raise ValueError(f"unknown empty_text {empty_text!r}; use one of {EMPTY_TEXT}")
+        if unknown_chars not in UNKNOWN_CHARS:
+            raise ValueError(f"unknown unknown_chars {unknown_chars!r}; use one of {UNKNOWN_CHARS}")
         self.tokenizer = tokenizer
         self.block_size = block_size
         self.path = path
@@ -108,6 +116,8 @@ class ClassificationDataModule(GlobalBatchDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.datasets: dict[str, TextClassificationDataset] = {}
+        # the raw texts and labels of each split, for the classical baseline (gptlab.callbacks.baseline)
+        self.texts: dict[str, tuple[list[str], list[str]]] = {}
 
     def model_kwargs(self) -> dict[str, Any]:
         """What the model must be built with to fit this data (call after ``setup``)."""
@@ -145,7 +155,6 @@ class ClassificationDataModule(GlobalBatchDataModule):
             if "train" not in splits:
                 raise ValueError("the tokenizer must be fitted on training texts: set data.train_path")
             self.tokenizer.fit(splits["train"][0])
-        dropped = 0
         for name, (texts, labels) in splits.items():
             self.datasets[name] = TextClassificationDataset(
                 texts,
@@ -154,15 +163,33 @@ class ClassificationDataModule(GlobalBatchDataModule):
                 max_length=self.block_size,
                 label_names=self.label_names,
                 truncation=self.truncation,
-                unknown_chars=self.unknown_chars,
+                unknown_chars="drop" if self.unknown_chars == "drop_rare" else self.unknown_chars,
             )
-            dropped += self.datasets[name].dropped_chars
-        if dropped:
-            rank_zero_info(f"dropped {dropped:,} characters the tokenizer's vocabulary does not have")
+        self._check_unknown_chars()
+        self.texts = splits
         if "test" not in self.datasets and "val" in self.datasets:
             self.datasets["test"] = self.datasets["val"]
         sizes = ", ".join(f"{name} {len(d):,}" for name, d in self.datasets.items())
         rank_zero_info(f"classification data: {len(self.label_names)} labels; rows: {sizes}")
+
+    def _check_unknown_chars(self) -> None:
+        """Report the characters dropped per split; stop when ``drop_rare`` would drop more than
+        ``RARE_UNKNOWN_SHARE`` of the training text (a pretrained vocabulary that misses this data's)."""
+        train = self.datasets.get("train")
+        if (
+            self.unknown_chars == "drop_rare"
+            and train is not None
+            and train.dropped_chars > RARE_UNKNOWN_SHARE * train.num_chars
+        ):
+            raise UnknownCharactersError(
+                f"train: {describe_dropped(train.dropped, train.num_chars)}, more than "
+                f"{RARE_UNKNOWN_SHARE:.1%}: map them to characters the vocabulary has, set "
+                "data.unknown_chars=drop to drop them anyway, or pretrain with a byte or BPE tokenizer "
+                "(tokenizer=byte, tokenizer=bpe), which encodes any text"
+            )
+        for name, dataset in self.datasets.items():
+            if dataset.dropped:
+                rank_zero_info(f"{name}: {describe_dropped(dataset.dropped, dataset.num_chars)}; dropped")
 
     def _read_splits(self) -> dict[str, tuple[list[str], list[str]]]:
         splits = self._read_fixed_splits()

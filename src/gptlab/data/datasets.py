@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,14 +81,25 @@ TRUNCATIONS = ("head", "tail")
 UNKNOWN_CHARS = ("error", "drop")
 
 
+def describe_dropped(dropped: Counter, num_chars: int, shown: int = 8) -> str:
+    """How many characters were dropped, their share of ``num_chars``, and the most frequent of them."""
+    total = sum(dropped.values())
+    top = ", ".join(f"{ch!r} {n:,}" for ch, n in dropped.most_common(shown))
+    more = f" and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    return (
+        f"{total:,} characters ({total / max(num_chars, 1):.2%} of {num_chars:,}) are not in the "
+        f"tokenizer's vocabulary; the most frequent: {top}{more}"
+    )
+
+
 def encode_texts(
     texts: Sequence[str],
     tokenizer: Tokenizer,
     max_length: int,
     truncation: str = "head",
     unknown_chars: str = "error",
-) -> tuple[list[list[int]], int]:
-    """Token ids of each text, cut to ``max_length`` tokens, and how many characters were dropped.
+) -> tuple[list[list[int]], Counter]:
+    """Token ids of each text, cut to ``max_length`` tokens, and the characters dropped (with counts).
 
     ``truncation="head"`` keeps the beginning of a long text, ``"tail"`` its end. A character-level
     vocabulary cannot encode characters it never saw (a pretraining corpus rarely has them all):
@@ -99,7 +111,7 @@ def encode_texts(
         raise ValueError(f"unknown unknown_chars {unknown_chars!r}; use one of {UNKNOWN_CHARS}")
     try:
         encoded = tokenizer.encode_batch(texts)
-        dropped = 0
+        dropped = Counter()
     except UnknownCharactersError as err:
         if unknown_chars == "error":
             raise UnknownCharactersError(f"{err} Or set data.unknown_chars=drop to drop them.") from None
@@ -109,7 +121,7 @@ def encode_texts(
     return [ids[-max_length:] for ids in encoded], dropped
 
 
-def _encode_dropping_unknown(texts: Sequence[str], tokenizer: Tokenizer) -> tuple[list[list[int]], int]:
+def _encode_dropping_unknown(texts: Sequence[str], tokenizer: Tokenizer) -> tuple[list[list[int]], Counter]:
     known: dict[str, bool] = {}
 
     def is_known(ch: str) -> bool:
@@ -121,10 +133,11 @@ def _encode_dropping_unknown(texts: Sequence[str], tokenizer: Tokenizer) -> tupl
                 known[ch] = False
         return known[ch]
 
-    encoded, dropped = [], 0
+    encoded, dropped = [], Counter()
     for text in texts:
         kept = "".join(ch for ch in text if is_known(ch))
-        dropped += len(text) - len(kept)
+        if len(kept) < len(text):
+            dropped.update(ch for ch in text if not known[ch])
         encoded.append(tokenizer.encode(kept))
     return encoded, dropped
 
@@ -150,7 +163,9 @@ class TextClassificationDataset(Dataset):
     ) -> None:
         if labels is not None and len(labels) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; give one label per text")
-        self.ids, self.dropped_chars = encode_texts(texts, tokenizer, max_length, truncation, unknown_chars)
+        self.ids, self.dropped = encode_texts(texts, tokenizer, max_length, truncation, unknown_chars)
+        self.dropped_chars = sum(self.dropped.values())
+        self.num_chars = sum(len(text) for text in texts)
         empty = [i for i, ids in enumerate(self.ids) if not ids]
         if empty:
             raise ValueError(

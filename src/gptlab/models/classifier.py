@@ -9,7 +9,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from gptlab.models.checkpoint import Checkpoint
 from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
@@ -122,8 +127,12 @@ class GPTClassifier(GPTModule):
         self.val_acc = MulticlassAccuracy(**metrics, average="micro")
         self.val_f1 = MulticlassF1Score(**metrics, average="macro")
         self.val_acc_best = MaxMetric()
+        self.val_f1_best = MaxMetric()
         self.test_acc = MulticlassAccuracy(**metrics, average="micro")
         self.test_f1 = MulticlassF1Score(**metrics, average="macro")
+        # expected calibration error of the top class (15 equal-width confidence bins); the reliability
+        # diagram (gptlab.callbacks.calibration) is drawn from its states
+        self.test_ece = MulticlassCalibrationError(**metrics, n_bins=15, norm="l1")
         # Reset here at the start of each validation and test; gptlab.callbacks.confusion_matrix reads
         # them at its end.
         self.val_confmat = MulticlassConfusionMatrix(**metrics)
@@ -186,6 +195,9 @@ class GPTClassifier(GPTModule):
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage == "val")
         self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=stage == "val")
         self.log(f"{stage}/f1", getattr(self, f"{stage}_f1"))
+        if stage == "test":
+            self.test_ece.update(logits.float().softmax(-1), labels)
+            self.log("test/ece", self.test_ece)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -198,7 +210,9 @@ class GPTClassifier(GPTModule):
         return self.classify(batch["input_ids"], batch["attention_mask"]).softmax(-1)
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's validation must not count as a best
+        # the sanity check's validation must not count as a best
+        self.val_acc_best.reset()
+        self.val_f1_best.reset()
 
     def on_validation_epoch_start(self) -> None:
         self.val_confmat.reset()
@@ -211,6 +225,8 @@ class GPTClassifier(GPTModule):
             return
         self.val_acc_best.update(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute())
+        self.val_f1_best.update(self.val_f1.compute())
+        self.log("val/f1_best", self.val_f1_best.compute())
 
     def data_kwargs(self) -> dict[str, Any]:
         return {

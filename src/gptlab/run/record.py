@@ -255,7 +255,7 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if last.is_file():
         lines.append(f"last checkpoint: {last} (step {trainer.global_step})")
-    for stage in ("val", "test"):
+    for stage in ("val", "test", "baseline"):
         values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
