@@ -3,6 +3,7 @@ defaults printed) and the summary printed when it ends."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -18,9 +19,12 @@ from rich.console import Console
 from rich.tree import Tree
 
 from gptlab import CONFIG_DIR, PROJECT_ROOT
+from gptlab.callbacks.stop_at_target import StopAtTarget
 from gptlab.run.board import BOARD_DIR, flatten
 
 log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "run_summary.json"  # the run's last step, metrics and target, written when it ends
 
 
 class RunLogHandler(logging.FileHandler):
@@ -168,8 +172,10 @@ def print_config_changes(cfg: DictConfig, saved: Path) -> None:
 
 @rank_zero_only
 def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path | None) -> None:
-    """Where the run is, its best checkpoint and metrics, and how to look at it: on the console and in
-    ``<task>.log``."""
+    """Where the run is, its best checkpoint and metrics, where it reached its target (callbacks.
+    stop_at_target), and how to look at it: on the console and in ``<task>.log``; the step, the metrics
+    and the target also in ``run_summary.json``, for scripts (``target``: null when none was set; its
+    ``reached``: null when the run ended short of it)."""
     lines = [f"run: {cfg.paths.output_dir}"]
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
@@ -183,8 +189,18 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+    target = next((c for c in trainer.callbacks if isinstance(c, StopAtTarget)), None)
+    if target is not None and target.describe():
+        lines.append(target.describe())
     if board is not None:
         root = Path(cfg.paths.log_dir) / BOARD_DIR
         lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
     for line in lines:
         log.info(line)
+    summary = {
+        "run": str(cfg.paths.output_dir),
+        "step": trainer.global_step,
+        "metrics": {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))},
+        "target": None if target is None or target.threshold is None else target.record(),
+    }
+    Path(cfg.paths.output_dir, SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
