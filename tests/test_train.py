@@ -245,6 +245,7 @@ PRETRAINING_EXPERIMENTS = [
     "shakespeare_char",
     "shakespeare_bpe",
     "shakespeare_modern",
+    "shakespeare_speedrun",
     "shakespeare_char_fast",
 ]
 # These need inputs made by their own tests: a classification sample (tests/test_classification.py)

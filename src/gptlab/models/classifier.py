@@ -251,5 +251,8 @@ class GPTClassifier(GPTModule):
                 "with the checkpoint's label set"
             )
         self.backbone.load_state_dict(fit_to_backbone(checkpoint.submodule_state("backbone"), self.config))
+        if not self.config.tie_embeddings:  # an untied head has weights of its own, padded like wte's
+            head = {"wte.weight": checkpoint.submodule_state("lm_head")["weight"]}
+            self.lm_head.weight.data.copy_(fit_to_backbone(head, self.config)["wte.weight"])
         if saved_labels is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
