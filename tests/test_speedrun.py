@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gptlab.models.generation import sample
-from gptlab.models.gpt import GPT, FINETUNE_CHOICES, Block, GPTConfig
+from gptlab.models.gpt import FINETUNE_CHOICES, GPT, Block, GPTConfig
 from gptlab.models.module import GPTModule
 from gptlab.models.optim import MuonAdamW, warmup_cosine, warmup_stable_decay
 from gptlab.train import train
@@ -111,9 +111,8 @@ def test_an_untied_head_has_its_own_weights_that_train_apart():
 
 
 def test_a_checkpoint_with_every_switch_round_trips(tmp_path):
-    from tests.test_classification import save_checkpoint
-
     from gptlab.models.io import load_module
+    from tests.test_classification import save_checkpoint
 
     model = tiny_module(optimizer=functools.partial(MuonAdamW, lr=1e-2), **ALL_ON)
     save_checkpoint(model, tmp_path / "lm.ckpt")
@@ -202,7 +201,9 @@ def test_muon_without_a_hidden_group_is_refused():
 
 def test_wsd_warms_up_holds_then_decays_linearly():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = warmup_stable_decay(optimizer, total_steps=100, warmup_steps=9, decay_fraction=0.2, min_lr=0.1)
+    scheduler = warmup_stable_decay(
+        optimizer, total_steps=100, warmup_steps=9, decay_fraction=0.2, min_lr=0.1
+    )
     lrs = []
     for _ in range(110):
         lrs.append(optimizer.param_groups[0]["lr"])

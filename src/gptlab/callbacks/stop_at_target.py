@@ -62,7 +62,9 @@ class StopAtTarget(Callback):
         if self.threshold is None:
             return None
         if self.reached is None:
-            return f"target {self.monitor} {'<=' if self.mode == 'min' else '>='} {self.threshold} not reached"
+            return (
+                f"target {self.monitor} {'<=' if self.mode == 'min' else '>='} {self.threshold} not reached"
+            )
         r = self.reached
         return (
             f"target reached: {self.monitor} {r['value']:.4f} {'<=' if self.mode == 'min' else '>='} "
@@ -71,7 +73,12 @@ class StopAtTarget(Callback):
 
     def record(self) -> dict[str, Any]:
         """The target and where it was reached (``reached``: step, value, seconds; None if not)."""
-        return {"monitor": self.monitor, "threshold": self.threshold, "mode": self.mode, "reached": self.reached}
+        return {
+            "monitor": self.monitor,
+            "threshold": self.threshold,
+            "mode": self.mode,
+            "reached": self.reached,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"reached": self.reached}
