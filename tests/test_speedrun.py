@@ -251,3 +251,21 @@ def test_a_run_stops_at_its_target_and_records_the_step_and_time(compose_train, 
     assert events.Scalars("target/seconds")[0].value == pytest.approx(reached["seconds"], rel=1e-5)
     assert f"target reached: val/loss {reached['value']:.4f} <= 3.5 at step {reached['step']}" in caplog.text
     assert math.isfinite(summary["metrics"]["val/loss"])
+
+
+def test_a_fine_tune_takes_an_untied_head_from_its_checkpoint(tmp_path):
+    from gptlab.models.classifier import GPTClassifier
+    from tests.test_classification import BACKBONE as CLS_BACKBONE
+    from tests.test_classification import LABELS, char_tokenizer, save_checkpoint
+
+    tokenizer = char_tokenizer()
+    backbone = {**CLS_BACKBONE, "tie_embeddings": False}
+    torch.manual_seed(0)
+    lm = GPTModule(tokenizer.vocab_size, backbone, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
+    save_checkpoint(lm, tmp_path / "lm.ckpt")
+    saved = torch.load(tmp_path / "lm.ckpt", weights_only=True)["state_dict"]["lm_head.weight"]
+    model = GPTClassifier(
+        tokenizer.vocab_size, backbone, LABELS, pretrained=tmp_path / "lm.ckpt", tokenizer=tokenizer
+    )
+    torch.testing.assert_close(model.lm_head.weight.detach(), saved, rtol=0, atol=0)
+    assert model.lm_head.weight is not model.backbone.wte.weight
