@@ -5,7 +5,7 @@ benchmarks/check_reference.py).
 Per side: the wall time of the whole process (measured here, from launch to exit), the time from the
 process's start to its first optimizer step done, the median training step, the seconds spent
 evaluating, and the val loss at the last step; gptlab's side reads these from its run's
-``run_times.json`` and ``train.log``. Both sides' data caches are warmed before the first pair.
+``run_summary.json``. Both sides' data caches are warmed before the first pair.
 
     python benchmarks/end_to_end.py                  # 2 pairs of the default recipe (about 6 min a pair)
     python benchmarks/end_to_end.py --pairs 1 --gptlab-args model.compile=true
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -60,10 +59,16 @@ def timed(command: list[str]) -> float:
 def run_gptlab(overrides: list[str], work: Path, name: str) -> dict:
     run_dir = work / "logs" / "train" / "runs" / name
     wall = timed([*gptlab_train(), *overrides, f"paths.log_dir={work / 'logs'}", f"run_name={name}"])
-    times = json.loads((run_dir / "run_times.json").read_text())
-    val = re.findall(r"val: .*?val/loss ([\d.]+)", (run_dir / "train.log").read_text())
-    return {"wall_s": wall, "first_step_s": times["first_step_s"], "median_step_ms": times["median_step_ms"],
-            "eval_s": times["validation_s"], "val_loss": float(val[-1]), "run_dir": str(run_dir)}  # fmt: skip
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    times = summary["times"]
+    return {
+        "wall_s": wall,
+        "first_step_s": times["first_step_s"],
+        "median_step_ms": times["median_step_ms"],
+        "eval_s": times["validation_s"],
+        "val_loss": summary["metrics"]["val/loss"],
+        "run_dir": str(run_dir),
+    }
 
 
 def run_reference(options: list[str], work: Path, name: str) -> dict:

@@ -294,6 +294,10 @@ def test_gptlab_checkpoint_exports_through_the_cli_recipe_and_generates_the_same
         ({"norm": "rmsnorm"}, "norm=rmsnorm"),
         ({"mlp": "swiglu"}, "mlp=swiglu"),
         ({"n_kv_head": 1}, "n_kv_head=1"),
+        ({"mlp": "relu2"}, "mlp=relu2"),
+        ({"qk_norm": True}, "qk_norm=true"),
+        ({"tie_embeddings": False}, "tie_embeddings=false"),
+        ({"logit_softcap": 15.0}, "logit_softcap=15.0"),
     ],
 )
 def test_a_backbone_that_is_not_gpt2_is_refused_by_name(tmp_path, switch, named):

@@ -101,6 +101,10 @@ def test_hyperparameters_are_primitives():
         "n_kv_head": None,
         "gelu_approximate": "none",
         "attention_fp32": False,
+        "qk_norm": False,
+        "tie_embeddings": True,
+        "logit_softcap": None,
+        "zero_init_proj": False,
     }
     assert hparams == {"vocab_size": 50, "backbone": {**BACKBONE, **defaults}}
 

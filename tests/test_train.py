@@ -243,7 +243,7 @@ def test_a_default_run_prints_no_warning_and_ends_with_a_summary_in_its_log(tmp_
     assert "test/loss" in log.split("test: ")[-1]
     assert f"tensorboard --logdir {tmp_path / 'tensorboard'}   (this run: train/{run.name})" in log
     # where the wall time went, counted from the process's start (not from when gptlab was imported)
-    times = json.loads((run / "run_times.json").read_text())
+    times = json.loads((run / "run_summary.json").read_text())["times"]
     assert 0 < times["first_step_s"] < times["wall_s"] <= elapsed + 0.1
     assert times["validation_s"] > 0 and times["median_step_ms"] > 0  # sanity check + step 4; 3 intervals
     assert f"first step done {times['first_step_s']:.1f} s after the process started" in log
@@ -253,6 +253,7 @@ PRETRAINING_EXPERIMENTS = [
     "shakespeare_char",
     "shakespeare_bpe",
     "shakespeare_modern",
+    "shakespeare_speedrun",
     "shakespeare_char_fast",
 ]
 # These need inputs made by their own tests: a classification sample (tests/test_classification.py)

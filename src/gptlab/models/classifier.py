@@ -319,6 +319,9 @@ class GPTClassifier(GPTModule):
         if hparams.get("lora") is not None:  # a LoRA classifier's adapters, folded into its weights
             state = merge_lora_state(state, LoRAConfig.from_any(hparams["lora"]).scale)
         self.backbone.load_state_dict(fit_to_backbone(state, self.config))
+        if not self.config.tie_embeddings:  # an untied head has weights of its own, padded like wte's
+            head = {"wte.weight": checkpoint.submodule_state("lm_head")["weight"]}
+            self.lm_head.weight.data.copy_(fit_to_backbone(head, self.config)["wte.weight"])
         if saved_labels is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
 

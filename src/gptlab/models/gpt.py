@@ -2,7 +2,8 @@
 
 Heads live in :mod:`gptlab.models.heads`, so pretraining and classification share this exact module.
 GPT-2 is the default; config switches turn on the later variants one by one: rotary positions, RMSNorm,
-a SwiGLU MLP, linears without bias and grouped-query attention.
+a SwiGLU or ReLU² MLP, linears without bias, grouped-query attention, QK-norm, an untied head, logit
+soft-capping and zero-initialised output projections (the last four from the modded-nanogpt speedruns).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 PosEmbedding = Literal["learned", "rope"]
 Norm = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["gelu", "swiglu"]
+MLPKind = Literal["gelu", "swiglu", "relu2"]
 GeluApproximation = Literal["none", "tanh"]
 # The string fields with a fixed set of values, checked once here: the layers trust the config.
 CHOICES = {"pos_embedding": PosEmbedding, "norm": Norm, "mlp": MLPKind, "gelu_approximate": GeluApproximation}
@@ -32,7 +33,8 @@ CHOICES = {"pos_embedding": PosEmbedding, "norm": Norm, "mlp": MLPKind, "gelu_ap
 # they change how it trains or computes, not what the weights mean (pad_vocab_to_multiple only adds
 # embedding rows no id looks up). Every other setting is the pretrained model's, except block_size,
 # which may shrink but not grow: learned positions are a prefix, and no position beyond them was learned.
-FINETUNE_CHOICES = ("dropout", "attention_fp32", "pad_vocab_to_multiple")
+# zero_init_proj only sets how fresh weights start, so loaded weights make it moot.
+FINETUNE_CHOICES = ("dropout", "attention_fp32", "pad_vocab_to_multiple", "zero_init_proj")
 
 
 @dataclass
@@ -53,7 +55,8 @@ class GPTConfig:
     rope_base: float = 10000.0
     norm: Norm = "layernorm"
     mlp: MLPKind = "gelu"
-    mlp_hidden: int | None = None  # None: 4·n_embd for gelu, 8/3·n_embd up to a multiple of 64 for swiglu
+    # None: 4·n_embd for gelu and relu2, 8/3·n_embd up to a multiple of 64 for swiglu
+    mlp_hidden: int | None = None
     n_kv_head: int | None = None  # fewer key/value heads than query heads: grouped-query attention
     # The GELU MLP's activation: "none" is the exact erf form (torch's default); "tanh" is the
     # approximation GPT-2 was trained with ("gelu_new" in Hugging Face), which imported weights need.
@@ -61,6 +64,16 @@ class GPTConfig:
     # Run the attention call in float32 even under bf16/fp16 autocast: on CPUs, bf16 attention's
     # backward is much slower than fp32's. Leave off on GPUs, where flash attention wants bf16.
     attention_fp32: bool = False
+    # RMS-normalise each head's queries and keys (no weights) before attention: bounded scores let a
+    # higher learning rate train stably.
+    qk_norm: bool = False
+    # The LM head reuses the token embedding (GPT-2); false gives it its own weights.
+    tie_embeddings: bool = True
+    # Logits become cap·tanh(logits/cap), bounded by ±cap; None: raw logits (GPT-2).
+    logit_softcap: float | None = None
+    # Start each block's output projections (attention and MLP) at zero, so every block begins as the
+    # identity on the residual stream.
+    zero_init_proj: bool = False
 
     def __post_init__(self) -> None:
         for key in ("block_size", "n_layer", "n_head", "n_embd"):
@@ -85,6 +98,10 @@ class GPTConfig:
             raise ValueError(
                 f"rotary embeddings need an even head size, got n_embd/n_head={self.head_dim}; "
                 "change model.backbone.n_embd or n_head"
+            )
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ValueError(
+                f"model.backbone.logit_softcap={self.logit_softcap} must be > 0, or null for no cap"
             )
         if self.pad_vocab_to_multiple < 1:
             raise ValueError(
@@ -158,6 +175,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.attention_fp32 = config.attention_fp32
+        self.qk_norm = config.qk_norm
 
     def forward(
         self,
@@ -171,6 +189,8 @@ class CausalSelfAttention(nn.Module):
         # (B, T, heads * head_dim) -> (B, heads, T, head_dim)
         q = q.view(batch, time, self.n_head, self.head_dim).transpose(1, 2)
         k, v = (t.view(batch, time, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (self.head_dim,), eps=1e-5), F.rms_norm(k, (self.head_dim,), eps=1e-5)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         past = 0
@@ -209,12 +229,14 @@ def causal_mask(time: int, past: int, device: torch.device) -> torch.Tensor | No
 
 
 class MLP(nn.Module):
-    """GPT-2's GELU MLP, or SwiGLU (``silu(gate) * up``, Shazeer 2020) when ``config.mlp == "swiglu"``."""
+    """GPT-2's GELU MLP, SwiGLU (``silu(gate) * up``, Shazeer 2020) when ``config.mlp == "swiglu"``, or
+    ReLU² (``relu(x)**2``, So et al. 2021) when ``"relu2"``."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         hidden = config.mlp_hidden_size
         self.gated = config.mlp == "swiglu"
+        self.kind = config.mlp
         self.gelu_approximate = config.gelu_approximate
         # SwiGLU's gate and up projections share one matmul.
         self.fc = nn.Linear(config.n_embd, (2 if self.gated else 1) * hidden, bias=config.bias)
@@ -227,6 +249,8 @@ class MLP(nn.Module):
         if self.gated:
             gate, up = hidden.chunk(2, dim=-1)
             hidden = F.silu(gate) * up
+        elif self.kind == "relu2":
+            hidden = F.relu(hidden).square()
         else:
             hidden = F.gelu(hidden, approximate=self.gelu_approximate)
         return self.dropout(self.proj(hidden))
@@ -271,10 +295,14 @@ class GPT(nn.Module):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             std = 0.02
-            if getattr(module, "is_residual_projection", False):
+            residual = getattr(module, "is_residual_projection", False)
+            if residual:
                 # GPT-2: keep the residual stream's variance flat as depth grows.
                 std /= math.sqrt(2 * self.config.n_layer)
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if residual and self.config.zero_init_proj:
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):

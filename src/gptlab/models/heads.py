@@ -8,20 +8,33 @@ from torch import nn
 
 
 class LMHead(nn.Module):
-    """Next-token logits, with the weight tied to the backbone's token embedding (GPT-2, nanoGPT).
+    """Next-token logits, with the weight tied to the backbone's token embedding (GPT-2, nanoGPT), or its
+    own weight of the same shape when ``tie`` is false; ``softcap`` bounds them as cap·tanh(logits/cap).
 
     The embedding may have padding rows (a vocabulary rounded up for fast matmuls): the matmul keeps
     the padded width, then only the first ``vocab_size`` logits are returned, so padding ids are never
     sampled nor scored by the loss.
     """
 
-    def __init__(self, token_embedding: nn.Embedding, vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        token_embedding: nn.Embedding,
+        vocab_size: int | None = None,
+        tie: bool = True,
+        softcap: float | None = None,
+    ) -> None:
         super().__init__()
-        self.weight = token_embedding.weight
+        embedding = token_embedding.weight
+        # An untied head starts like the embedding (normal, std 0.02) but learns apart from it.
+        self.weight = embedding if tie else nn.Parameter(torch.randn_like(embedding) * 0.02)
         self.vocab_size = token_embedding.num_embeddings if vocab_size is None else vocab_size
+        self.softcap = softcap
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.weight)[..., : self.vocab_size]
+        logits = F.linear(hidden, self.weight)[..., : self.vocab_size]
+        if self.softcap is not None:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
 
 
 POOLINGS = ("last", "mean", "max")

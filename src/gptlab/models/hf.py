@@ -142,6 +142,9 @@ def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
         "mlp_hidden": None if n_inner in (None, 4 * n_embd) else n_inner,
         "n_kv_head": None,
         "gelu_approximate": ACTIVATIONS[activation],
+        "qk_norm": False,
+        "tie_embeddings": True,
+        "logit_softcap": None,
     }
 
 
@@ -282,6 +285,12 @@ def hf_incompatibilities(config: GPTConfig) -> list[str]:
         reasons.append(f"mlp={config.mlp} (GPT-2's MLP is GELU)")
     if config.kv_heads != config.n_head:
         reasons.append(f"n_kv_head={config.n_kv_head} (GPT-2 has one key/value head per query head)")
+    if config.qk_norm:
+        reasons.append("qk_norm=true (GPT-2 does not normalise queries and keys)")
+    if not config.tie_embeddings:
+        reasons.append("tie_embeddings=false (GPT-2's LM head is its token embedding)")
+    if config.logit_softcap is not None:
+        reasons.append(f"logit_softcap={config.logit_softcap} (GPT-2's logits are not capped)")
     return reasons
 
 

@@ -18,7 +18,7 @@ from gptlab.models.generation import KVCache, sample
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.heads import LMHead
 from gptlab.models.hf import load_hf_gpt2
-from gptlab.models.optim import apply_lr_scales, weight_decay_groups
+from gptlab.models.optim import MuonAdamW, apply_lr_scales, weight_decay_groups
 from gptlab.tokenization import Tokenizer, check_same_tokenizer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -115,7 +115,9 @@ class GPTModule(L.LightningModule):
             {"vocab_size": vocab_size, "backbone": self._backbone_hparams()}, logger=False
         )
         self.backbone = GPT(self.config)
-        self.lm_head = LMHead(self.backbone.wte, vocab_size)
+        self.lm_head = LMHead(
+            self.backbone.wte, vocab_size, self.config.tie_embeddings, self.config.logit_softcap
+        )
         if hf_weights is not None:
             self.backbone.load_state_dict(hf_weights)
         self.optimizer_factory = optimizer
@@ -287,8 +289,17 @@ class GPTModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def parameter_groups(self) -> list[dict]:
-        """Parameter groups for the optimizer; subclasses may scale learning rates per group."""
-        return weight_decay_groups(self)
+        """Parameter groups for the optimizer; subclasses may scale learning rates per group. For
+        :class:`MuonAdamW`, the blocks' matrices get a ``"hidden"`` group of their own."""
+        return weight_decay_groups(self, self.hidden_matrices() if self._optimizer_is_muon() else ())
+
+    def hidden_matrices(self) -> list[torch.nn.Parameter]:
+        """The 2-D weights inside the transformer blocks (not the embeddings, head or gains)."""
+        return [p for p in self.backbone.blocks.parameters() if p.dim() == 2 and p.requires_grad]
+
+    def _optimizer_is_muon(self) -> bool:
+        factory = getattr(self.optimizer_factory, "func", self.optimizer_factory)
+        return isinstance(factory, type) and issubclass(factory, MuonAdamW)
 
     def data_kwargs(self) -> dict[str, Any]:
         """What a datamodule must share with this model to feed it (evaluation builds one from this)."""

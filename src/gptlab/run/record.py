@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.tree import Tree
 
 from gptlab import CONFIG_DIR, PROJECT_ROOT
+from gptlab.callbacks.stop_at_target import StopAtTarget
 from gptlab.run.board import BOARD_DIR, flatten
 
 log = logging.getLogger(__name__)
-RUN_TIMES = "run_times.json"
 
 
 def process_start() -> float:
@@ -47,7 +47,7 @@ IMPORTED = time.time()
 class RunTimes(Callback):
     """Where a run's wall time goes: process start to the first optimizer step done, validation (sanity
     check included), and the median training step (batch end to batch end, no validation between),
-    printed and written to ``run_times.json`` by :func:`summarize_run`."""
+    printed and written to ``run_summary.json`` (``times``) by :func:`summarize_run`."""
 
     def __init__(self) -> None:
         self.started = process_start()
@@ -76,6 +76,9 @@ class RunTimes(Callback):
         median = 1000 * statistics.median(self.step_s) if self.step_s else None
         return {"wall_s": time.time() - self.started, "first_step_s": self.first_step_s,
                 "validation_s": self.validation_s, "median_step_ms": median}  # fmt: skip
+
+
+SUMMARY_FILE = "run_summary.json"  # the run's last step, metrics and target, written when it ends
 
 
 class RunLogHandler(logging.FileHandler):
@@ -244,8 +247,10 @@ def print_config_changes(cfg: DictConfig, saved: Path) -> None:
 
 @rank_zero_only
 def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path | None) -> None:
-    """Where the run is, its best checkpoint and metrics, and how to look at it: on the console and in
-    ``<task>.log``."""
+    """Where the run is, its best checkpoint and metrics, where it reached its target (callbacks.
+    stop_at_target), and how to look at it: on the console and in ``<task>.log``; the step, the metrics
+    and the target (and :class:`RunTimes`' ``times``) also in ``run_summary.json``, for scripts
+    (``target``: null when none was set; its ``reached``: null when the run ended short of it)."""
     lines = [f"run: {cfg.paths.output_dir}"]
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
@@ -260,16 +265,26 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
     times = next((c for c in trainer.callbacks if isinstance(c, RunTimes)), None)
-    if times is not None and times.first_step_s is not None:
-        summary = times.summary()
-        (Path(cfg.paths.output_dir) / RUN_TIMES).write_text(json.dumps(summary, indent=1))
-        median = f", median step {summary['median_step_ms']:.1f} ms" if summary["median_step_ms"] else ""
+    times = times.summary() if times is not None and times.first_step_s is not None else None
+    if times is not None:
+        median = f", median step {times['median_step_ms']:.1f} ms" if times["median_step_ms"] else ""
         lines.append(
-            f"time: first step done {summary['first_step_s']:.1f} s after the process started{median}, "
-            f"validation {summary['validation_s']:.1f} s, {summary['wall_s']:.1f} s in all ({RUN_TIMES})"
+            f"time: first step done {times['first_step_s']:.1f} s after the process started{median}, "
+            f"validation {times['validation_s']:.1f} s, {times['wall_s']:.1f} s in all"
         )
+    target = next((c for c in trainer.callbacks if isinstance(c, StopAtTarget)), None)
+    if target is not None and target.describe():
+        lines.append(target.describe())
     if board is not None:
         root = Path(cfg.paths.log_dir) / BOARD_DIR
         lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
     for line in lines:
         log.info(line)
+    summary = {
+        "run": str(cfg.paths.output_dir),
+        "step": trainer.global_step,
+        "metrics": {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))},
+        "target": None if target is None or target.threshold is None else target.record(),
+        "times": times,
+    }
+    Path(cfg.paths.output_dir, SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
