@@ -31,7 +31,11 @@ LABELS = ["comedy", "tragedy"]
 TEXTS = ["All's well that ends well.", "To be, or not to be?", "Much ado.", "Out, damned spot! Out!"]
 AUSTEN = Path(__file__).resolve().parents[1] / "data" / "austen_novel.jsonl"
 # TINY_OVERRIDES without the LM's text sampler, which classification experiments do not have
-TINY_CLASSIFIER = [o for o in TINY_OVERRIDES if not o.startswith("callbacks.text_sampler")]
+# model.backbone.bias: test_model's BACKBONE (the shapes of the pretrained checkpoints built here) has biases
+TINY_CLASSIFIER = [
+    *(o for o in TINY_OVERRIDES if not o.startswith("callbacks.text_sampler")),
+    "model.backbone.bias=true",
+]
 
 
 def char_tokenizer(texts=TEXTS) -> CharTokenizer:

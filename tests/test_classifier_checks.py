@@ -271,7 +271,7 @@ def test_the_summary_line_of_a_run_lists_the_baseline(tmp_path, caplog):
     from gptlab.run.record import summarize_run
 
     cfg = SimpleNamespace(paths=SimpleNamespace(output_dir=str(tmp_path), log_dir=str(tmp_path)))
-    trainer = SimpleNamespace(checkpoint_callback=None, global_step=3)
+    trainer = SimpleNamespace(checkpoint_callback=None, global_step=3, callbacks=[])
     metrics = {"test/acc": torch.tensor(0.5), "baseline/acc": 0.7, "baseline/margin": -0.2}
     with caplog.at_level(logging.INFO):
         summarize_run(cfg, trainer, metrics, None)
