@@ -38,10 +38,10 @@ TARGET = 1.90
 # the overrides that undo that idea. "full" is the recipe itself, the baseline the others are compared to.
 ABLATIONS = {
     "full": [],
-    "no_muon": ["model/optimizer=adamw"],
-    "no_wsd": ["model/scheduler=cosine"],
     "no_rope": ["model.backbone.pos_embedding=learned"],
     "no_rmsnorm": ["model.backbone.norm=layernorm"],
+    "no_swiglu": ["model.backbone.mlp=gelu"],
+    "no_gqa": ["model.backbone.n_kv_head=null"],
     "with_bias": ["model.backbone.bias=true"],
 }
 
