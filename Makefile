@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast bench bench-e2e tensorboard lint format clean
+.PHONY: help install train test test-all bench bench-e2e tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,11 +37,11 @@ install: $(STAMP) ## create .venv and install gptlab (again only when pyproject.
 train: $(STAMP) ## pretrain the default experiment on the bundled Shakespeare (args: ARGS="key=value ...")
 	$(BIN)/gptlab-train $(ARGS)
 
-test: $(TEST_STAMP) ## run the whole test suite
+test: $(TEST_STAMP) ## the test suite without the tests marked slow (what CI runs; about 12 min on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(TEST_STAMP) ## the suite without tests marked slow
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+test-all: $(TEST_STAMP) ## every test, the slow end-to-end ones too (about 25 min on 2 cores)
+	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
 
 bench: $(STAMP) ## speed benchmarks, each side by side in one run (tables; JSON in benchmarks/results/)
 	$(BIN)/python benchmarks/train_speed.py $(ARGS)

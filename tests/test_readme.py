@@ -407,6 +407,7 @@ def known_keys() -> frozenset[str]:
         ("train", ("experiment=gpt2_classify",)),
         ("train", ("hparams_search=shakespeare_optuna", "hydra/launcher=slurm")),
         ("train", ("logger=many_loggers",)),
+        ("train", ("model/optimizer=muon", "model/scheduler=wsd")),  # the speedrun switches' keys
         *((entry, ()) for entry in sorted(ENTRIES - {"train"})),
     ]
     keys = set()

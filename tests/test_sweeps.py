@@ -199,6 +199,7 @@ def study_trials(sweep_dir: Path, name: str) -> list:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
 
 
+@pytest.mark.slow
 def test_an_interrupted_optuna_sweep_resumes_where_it_stopped(tmp_path, corpus):
     optuna = pytest.importorskip("optuna")
     command = sweep_command(
@@ -277,6 +278,7 @@ def test_asking_for_optuna_without_the_package_says_how_to_install(monkeypatch):
     require_optional_packages(["-m", "model.optimizer.lr=1e-3,3e-4"])  # the basic sweeper needs nothing
 
 
+@pytest.mark.slow
 def test_a_sweep_of_spawned_ddp_jobs_works(tmp_path, corpus):
     _, summary = run_sweep(tmp_path, corpus, "trainer=ddp_sim", "seed=1,2")
     assert [job["status"] for job in summary["jobs"]] == ["completed", "completed"]

@@ -266,7 +266,10 @@ def test_every_experiment_has_a_fast_dev_run():
     assert experiments == set(PRETRAINING_EXPERIMENTS) | RUN_ELSEWHERE
 
 
-@pytest.mark.parametrize("experiment", PRETRAINING_EXPERIMENTS)
+@pytest.mark.parametrize(
+    "experiment",
+    [pytest.param(e, marks=pytest.mark.slow) if e.endswith("_fast") else e for e in PRETRAINING_EXPERIMENTS],
+)  # the compiled recipe's fast_dev_run compiles: a minute on 2 cores
 def test_pretraining_experiment_fast_dev_run(compose_train, corpus, experiment):
     cfg = compose_train(f"experiment={experiment}", "debug=fdr", f"data.path={corpus}", *TINY_OVERRIDES)
     assert 0 < train(cfg) < 10
