@@ -37,7 +37,7 @@ install: $(STAMP) ## create .venv and install gptlab (again only when pyproject.
 train: $(STAMP) ## pretrain the default experiment on the bundled Shakespeare (args: ARGS="key=value ...")
 	$(BIN)/gptlab-train $(ARGS)
 
-test: $(TEST_STAMP) ## the test suite without the tests marked slow (what CI runs; about 12 min on 2 cores)
+test: $(TEST_STAMP) ## the test suite without the tests marked slow (what CI runs; about 9 min on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-all: $(TEST_STAMP) ## every test, the slow end-to-end ones too (about 25 min on 2 cores)

@@ -84,7 +84,6 @@ def test_backbone_speed_benchmark_smoke(tmp_path):
     assert result["tokens_per_s"] == pytest.approx(tokens_per_s, rel=1e-3, abs=1)  # both are rounded
 
 
-@pytest.mark.slow
 def test_presets_benchmark_smoke(tmp_path):
     table, result = run_smoke("presets", tmp_path, timeout=180)
     assert "fwd+bwd tokens/s" in table

@@ -18,8 +18,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab.run.hydra import require_optional_packages
 from tests.conftest import TINY_OVERRIDES, hparams_tab
 
-pytestmark = pytest.mark.slow
-
 
 def sweep_command(tmp_path: Path, corpus: Path, *overrides: str) -> list[str]:
     return [
