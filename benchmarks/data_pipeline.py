@@ -143,7 +143,7 @@ def main() -> None:
         "--fit-sample-mb",
         type=float,
         default=25,
-        help="learn BPE from about this many MB spread over the corpus (0: all of it); 25 keeps memory flat",
+        help="learn BPE from about this many MB spread over the corpus (0: all of it); 25: data=corpus's",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "data_pipeline.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -200,6 +200,33 @@ def test_vocabulary_learnt_from_a_sample(tmp_path):
     assert spread.tokenizer().chars == sorted("\nabcxyz")
 
 
+def test_sample_spreads_over_a_gzipped_corpus_by_its_text_size(tmp_path):
+    # 24 KB of text in ~200 bytes of gzip: the stride comes from the text, so a 10 KB sample (every
+    # other 1 KB chunk) reaches the second file instead of stopping inside the first.
+    for name, line in (("a", "abc\n"), ("b", "xyz\n")):
+        with gzip.open(tmp_path / f"{name}.txt.gz", "wt", encoding="utf-8") as out:
+            out.write(line * 3000)
+    entry = build_token_cache(
+        tmp_path, CharTokenizer(), tmp_path / "cache", fit_sample_mb=0.01, chunk_chars=1000, piece_chars=100
+    )
+    assert entry.tokenizer().chars == sorted("\nabcxyz")
+
+
+def test_bpe_fitted_through_the_chunked_sample_equals_one_fit_on_the_documents(tmp_path):
+    # The fit streams pieces of 100 characters cut where tokens cannot change, so a sample that takes
+    # every chunk learns the very merges of a fit on the whole documents.
+    documents = [ENGLISH * 3, CHINESE * 3, (ENGLISH + "\n\n" + CHINESE) * 2]
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in documents])
+    direct = BPETokenizer(vocab_size=400)
+    direct.fit(documents)
+    for sample_mb in (None, 1.0):  # 1 MB: more than the corpus, a stride of 1
+        entry = build_token_cache(
+            corpus, BPETokenizer(vocab_size=400), tmp_path / "cache", fit_sample_mb=sample_mb,
+            split=(0.1, 0.0), chunk_chars=300, piece_chars=100,
+        )  # fmt: skip
+        assert entry.tokenizer().to_json() == direct.to_json()
+
+
 # --- an interrupted preparation is redone ---------------------------------------------------------
 
 

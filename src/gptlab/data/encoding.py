@@ -44,23 +44,26 @@ def prepare_tokens(
     train split, then val, then test, cut at byte offsets of the text by ``split`` = (val_fraction,
     test_fraction) before tokenizing (:func:`gptlab.data.documents.split_chunks`). Returns the entry's
     metadata, with each split's token range."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    sample = tokenizer.needs_fit and fit_sample_mb is not None
+    text_bytes = 0
+    if any(split) or sample:
+        # A counting pass: the split's cut and the sample's stride need the size of the text after
+        # preprocessing (a gzipped file's size on disk is about half its text's).
+        text_bytes = sum(_utf8_bytes(chunk) for chunk in read(CorpusStats()))
+    cuts = split_offsets(text_bytes, *split) if any(split) else []
     fit_seconds = fit_cpu = 0.0
     if tokenizer.needs_fit:
-        start, start_cpu = time.perf_counter(), time.process_time()
+        fit_start, fit_start_cpu = time.perf_counter(), time.process_time()
         # Fit a copy: the caller's tokenizer stays as requested, so it keeps finding this entry.
         tokenizer = Tokenizer.from_json(tokenizer.to_json())
         chunks = read(CorpusStats())
-        if fit_sample_mb is not None:
-            every = max(1, round(read.total_bytes / (fit_sample_mb * 1e6)))
+        if sample:
+            every = max(1, round(text_bytes / (fit_sample_mb * 1e6)))
             chunks = _sample(chunks, every, int(fit_sample_mb * 1e6))
         _fit(tokenizer, (text for chunk in chunks for _, text in chunk))
-        fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        fit_seconds, fit_cpu = time.perf_counter() - fit_start, time.process_time() - fit_start_cpu
 
-    start, start_cpu = time.perf_counter(), time.process_time()
-    cuts = []
-    if any(split):  # a counting pass: the cut needs the size of the text after preprocessing
-        text_bytes = sum(len(text.encode()) for chunk in read(CorpusStats()) for _, text in chunk)
-        cuts = split_offsets(text_bytes, *split)
     stats = CorpusStats()
     dtype = token_dtype(tokenizer.vocab_size)
     split_of_chunk: deque[int] = deque()
@@ -99,19 +102,23 @@ def prepare_tokens(
         "chars": stats.chars,
         # Wall time, and CPU time over all threads of this process (pool workers not included).
         "fit_seconds": round(fit_seconds, 3),
-        "encode_seconds": round(time.perf_counter() - start, 3),
+        "encode_seconds": round(time.perf_counter() - start - fit_seconds, 3),
         "fit_cpu_seconds": round(fit_cpu, 3),
-        "encode_cpu_seconds": round(time.process_time() - start_cpu, 3),
+        "encode_cpu_seconds": round(time.process_time() - start_cpu - fit_cpu, 3),
     }
 
 
-def _sample(chunks: Iterator[list[Piece]], every: int, max_chars: int) -> Iterator[list[Piece]]:
-    """Every ``every``-th chunk, up to ``max_chars`` characters (the corpus is still read to its end,
-    so reading errors surface here rather than later)."""
+def _utf8_bytes(chunk: list[Piece]) -> int:
+    return sum(len(text.encode("utf-8", "surrogatepass")) for _, text in chunk)
+
+
+def _sample(chunks: Iterator[list[Piece]], every: int, max_bytes: int) -> Iterator[list[Piece]]:
+    """Every ``every``-th chunk, up to ``max_bytes`` bytes of UTF-8 text (the corpus is still read to its
+    end, so reading errors surface here rather than later)."""
     taken = 0
     for index, chunk in enumerate(chunks):
-        if index % every == 0 and taken < max_chars:
-            taken += sum(len(text) for _, text in chunk)
+        if index % every == 0 and taken < max_bytes:
+            taken += _utf8_bytes(chunk)
             yield chunk
 
 

@@ -16,8 +16,6 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_info
-
 FORMATS = ("txt", "jsonl", "csv", "tsv")
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
 BOM = "\ufeff".encode()
@@ -120,6 +118,9 @@ def iter_lines(path: Path, errors: str = "strict", prefix: str = "data.") -> Ite
             "re-create or re-download it"
         ) from None
     if replaced:
+        # Imported here: reading a corpus alone (a preparation, its benchmark) need not load torch.
+        from lightning.pytorch.utilities import rank_zero_info
+
         rank_zero_info(
             f"'{path}': {replaced:,} undecodable byte(s) replaced with U+FFFD "
             f"({prefix}encoding_errors=replace)"
