@@ -117,7 +117,9 @@ def test_eval_tests_a_checkpoint_alone_on_the_test_split(classifier_run, tmp_pat
     expected = baseline_scores(data.texts["train"], data.texts["test"], data.texts["val"], Cs=[1.0, 10.0])
     for name in ("baseline/acc", "baseline/f1", "baseline/majority_acc"):
         assert metrics[name] == pytest.approx(expected[name], abs=1e-6)
-    assert metrics["baseline/margin"] == pytest.approx(metrics["test/acc"] - expected["baseline/acc"], abs=1e-6)
+    assert metrics["baseline/margin"] == pytest.approx(
+        metrics["test/acc"] - expected["baseline/acc"], abs=1e-6
+    )
 
 
 def test_eval_on_a_test_file_alone_skips_the_baseline_with_a_message(classifier_run, tmp_path, caplog):
