@@ -94,6 +94,11 @@ def test_training_logs_the_baseline_beside_the_test_and_its_calibration(classifi
         assert logged.Scalars(name)[-1].value == pytest.approx(expected[name], abs=1e-6)
     margin = logged.Scalars("test/acc")[-1].value - expected["baseline/acc"]
     assert logged.Scalars("baseline/margin")[-1].value == pytest.approx(margin, abs=1e-6)
+    # and in run_summary.json, which a sweep's summary reads (mean ± std of the baseline over folds)
+    summary = json.loads((run_dir / "run_summary.json").read_text())["metrics"]
+    for name in ("baseline/acc", "baseline/f1", "baseline/majority_acc"):
+        assert summary[name] == pytest.approx(expected[name], abs=1e-6)
+    assert summary["baseline/margin"] == pytest.approx(margin, abs=1e-6)
     assert 0 <= logged.Scalars("test/ece")[-1].value <= 1
     assert len(logged.Images("test/reliability")) == 1
 

@@ -283,7 +283,9 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
     summary = {
         "run": str(cfg.paths.output_dir),
         "step": trainer.global_step,
-        "metrics": {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))},
+        "metrics": {
+            k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "baseline/"))
+        },
         "target": None if target is None or target.threshold is None else target.record(),
         "times": times,
     }
