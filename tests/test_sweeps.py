@@ -98,6 +98,10 @@ def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tm
     assert diff["mean"] == pytest.approx(statistics.mean(other) - statistics.mean(base))
     assert configs["model.optimizer.lr=0.001"]["baseline"]
     assert "configurations (repeats: seed, data.fold)" in done.stdout and "Δ baseline" in done.stdout
+    # the first job prints its config tree, the others only what differs from it
+    assert done.stdout.count("values differ from configs/train.yaml's defaults") == 1
+    assert done.stdout.count("config: as job 0's except") == 3
+    assert "model.optimizer.lr: 0.003  (job 0: 0.001)" in done.stdout
     assert (sweep_dir / "sweep_summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
