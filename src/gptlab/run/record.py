@@ -51,7 +51,9 @@ class RunTimes(Callback):
     printed and written to ``run_summary.json`` (``times``) by :func:`summarize_run`."""
 
     def __init__(self) -> None:
-        self.started = process_start()
+        # a sweep's jobs share one process: each job's times count from its own start
+        self.in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        self.started = time.time() if self.in_sweep else process_start()
         self.first_step_s: float | None = None
         self.validation_s = 0.0
         self.step_s: list[float] = []
@@ -292,11 +294,12 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
     times = next((c for c in trainer.callbacks if isinstance(c, RunTimes)), None)
+    since = "job" if times is not None and times.in_sweep else "process"
     times = times.summary() if times is not None and times.first_step_s is not None else None
     if times is not None:
         median = f", median step {times['median_step_ms']:.1f} ms" if times["median_step_ms"] else ""
         lines.append(
-            f"time: first step done {times['first_step_s']:.1f} s after the process started{median}, "
+            f"time: first step done {times['first_step_s']:.1f} s after the {since} started{median}, "
             f"validation {times['validation_s']:.1f} s, {times['wall_s']:.1f} s in all"
         )
     target = next((c for c in trainer.callbacks if isinstance(c, StopAtTarget)), None)

@@ -100,7 +100,8 @@ def group(jobs: Iterable[dict], repeat: Sequence[str], baseline: str | None = No
         for name, value in job.get("metrics", {}).items():
             if value is not None and math.isfinite(value) and reported(name):
                 config["values"].setdefault(name, []).append(float(value))
-    shared = set.intersection(*(set(k) for k in configs)) if len(configs) > 1 else set()
+    # the overrides every job shares are printed once above the tables, not in each name
+    shared = set.intersection(*(set(k) for k in configs)) if configs else set()
     for key, config in configs.items():
         config["name"] = " ".join(o for o in key if o not in shared) or "(all jobs)"
 
