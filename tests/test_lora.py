@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_and_the_merged_checkpoint_loads_as_a_plain_model(
     torch.testing.assert_close(logits(follow_up), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_tiny_lora_fine_tune_trains_only_the_adapters(compose_train, tmp_path):
+def test_a_tiny_lora_fine_tune_trains_only_the_adapters(compose_train, tmp_path, caplog):
     tokenizer = char_tokenizer(["abcdefghijklmnopqrstuvwxyz ."])
     torch.manual_seed(0)
     lm = GPTModule(tokenizer.vocab_size, BACKBONE, functools.partial(torch.optim.AdamW), tokenizer=tokenizer)
@@ -137,9 +137,17 @@ def test_a_tiny_lora_fine_tune_trains_only_the_adapters(compose_train, tmp_path)
         "model/lora=default", "model.lora.rank=2", *TINY_CLASSIFIER,
         "trainer.max_steps=4", "trainer.val_check_interval=2",
     )  # fmt: skip
-    assert 0 <= train(cfg) <= 1
+    with caplog.at_level("INFO"):
+        assert 0 <= train(cfg) <= 1
     tuned = load_module(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     assert tuned.hparams["lora"]["rank"] == 2
+    # the run says how much of the model trains: the adapters and the classification head
+    params = dict(tuned.named_parameters())
+    trainable = sum(
+        p.numel() for k, p in params.items() if k.endswith(("lora_a", "lora_b")) or k.startswith("head.")
+    )
+    total = sum(p.numel() for p in params.values())
+    assert f"; {trainable:,} of its {total:,} parameters train" in caplog.text
     start = torch.load(pretrained, weights_only=True)["state_dict"]
     end = tuned.state_dict()
     for name, weight in start.items():

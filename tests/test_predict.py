@@ -94,6 +94,11 @@ def test_training_logs_the_baseline_beside_the_test_and_its_calibration(classifi
         assert logged.Scalars(name)[-1].value == pytest.approx(expected[name], abs=1e-6)
     margin = logged.Scalars("test/acc")[-1].value - expected["baseline/acc"]
     assert logged.Scalars("baseline/margin")[-1].value == pytest.approx(margin, abs=1e-6)
+    # and in run_summary.json, which a sweep's summary reads (mean ± std of the baseline over folds)
+    summary = json.loads((run_dir / "run_summary.json").read_text())["metrics"]
+    for name in ("baseline/acc", "baseline/f1", "baseline/majority_acc"):
+        assert summary[name] == pytest.approx(expected[name], abs=1e-6)
+    assert summary["baseline/margin"] == pytest.approx(margin, abs=1e-6)
     assert 0 <= logged.Scalars("test/ece")[-1].value <= 1
     assert len(logged.Images("test/reliability")) == 1
 
@@ -107,7 +112,31 @@ def test_eval_tests_a_checkpoint_alone_on_the_test_split(classifier_run, tmp_pat
     metrics = evaluate(cfg)
     assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["test/f1"] <= 1 and metrics["test/loss"] > 0
     assert cfg.data.block_size == 16  # the checkpoint's, through ${model.backbone.block_size}
-    assert len(events(tmp_path / "run" / "tensorboard").Images("test/confusion_matrix")) == 1
+    logged = events(tmp_path / "run" / "tensorboard")
+    assert len(logged.Images("test/confusion_matrix")) == 1
+    # calibration and the baseline on the same split, as the training run's test reports them
+    assert 0 <= metrics["test/ece"] <= 1 and len(logged.Images("test/reliability")) == 1
+    data = ClassificationDataModule(CharTokenizer(), block_size=16, path=str(sample), val_fraction=0.2,
+                                    test_fraction=0.2)  # fmt: skip
+    data.setup("test")
+    expected = baseline_scores(data.texts["train"], data.texts["test"], data.texts["val"], Cs=[1.0, 10.0])
+    for name in ("baseline/acc", "baseline/f1", "baseline/majority_acc"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-6)
+    assert metrics["baseline/margin"] == pytest.approx(
+        metrics["test/acc"] - expected["baseline/acc"], abs=1e-6
+    )
+
+
+def test_eval_on_a_test_file_alone_skips_the_baseline_with_a_message(classifier_run, tmp_path, caplog):
+    sample, run_dir = classifier_run
+    cfg = compose_config(
+        tmp_path, f"ckpt_path={best_checkpoint(run_dir)}", "data.path=null", f"data.test_path={sample}",
+        config_name="eval",
+    )  # fmt: skip
+    with caplog.at_level("INFO"):
+        metrics = evaluate(cfg)
+    assert 0 <= metrics["test/ece"] <= 1 and "baseline/acc" not in metrics
+    assert "baseline: skipped, the data has no training split to fit it on" in caplog.text
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:

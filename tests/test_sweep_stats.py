@@ -81,6 +81,15 @@ def test_folds_group_too_and_f1_and_target_times_are_reported():
     assert config["metrics"]["test/f1_macro"]["std"] == 0.0
 
 
+def test_a_classifiers_calibration_and_baseline_are_reported():
+    metrics = {"test/ece": 0.1, "baseline/acc": 0.8, "baseline/f1": 0.7, "baseline/majority_acc": 0.3,
+               "baseline/margin": -0.1, "train/loss": 0.5}  # fmt: skip
+    jobs = [job(f, [f"data.fold={f}"], **metrics) for f in range(2)]
+    (config,) = sweep_stats.group(jobs, ["data.fold"])["configurations"]
+    assert set(config["metrics"]) == set(metrics) - {"train/loss"}
+    assert config["metrics"]["baseline/acc"]["mean"] == pytest.approx(0.8)
+
+
 def test_a_baseline_that_names_no_single_configuration_is_reported():
     jobs = [job(i, [f"a={i % 2}", f"b={i // 2}", f"seed={i}"], **{"val/loss": 1.0}) for i in range(4)]
     grouped = sweep_stats.group(jobs, ["seed"], baseline="a=0")
@@ -104,3 +113,19 @@ def test_the_plot_is_a_png(tmp_path):
     assert (
         sweep_stats.plot([], tmp_path / "none.png", "test") is None and not (tmp_path / "none.png").exists()
     )
+
+
+def png_size(path) -> tuple[int, int]:
+    header = path.read_bytes()[16:24]  # the IHDR chunk: width and height, big-endian
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+def test_many_metrics_are_plotted_in_rows_of_four_panels(tmp_path):
+    def plotted(n: int):
+        jobs = [job(f, [f"data.fold={f}"], **{f"val/loss{i}": f + i for i in range(n)}) for f in range(3)]
+        grouped = sweep_stats.group(jobs, ["data.fold"])
+        return png_size(sweep_stats.plot(grouped["configurations"], tmp_path / f"{n}.png", "test"))
+
+    (w1, h1), (w4, h4), (w10, h10) = plotted(1), plotted(4), plotted(10)
+    assert w1 < w4 == w10  # no wider than four panels
+    assert h1 == h4 and h10 > 2.5 * h4  # three rows

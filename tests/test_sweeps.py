@@ -80,6 +80,9 @@ def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tm
         job = json.loads(result.read_text())
         lr = next(o for o in job["overrides"] if o.startswith("model.optimizer.lr="))
         assert job["metrics"]["val/loss"] == job["metric"] and job["started"] < job["ended"]
+        # the jobs share a process, but each one's times count from its own start
+        times = json.loads((result.parent / "run_summary.json").read_text())["times"]
+        assert 0 < times["first_step_s"] < times["wall_s"] <= job["ended"] - job["started"]
         losses.setdefault(lr, []).append(job["metrics"]["val/loss"])
     assert summary["repeat"] == ["seed", "data.fold"]
     assert summary["baseline"] == "model.optimizer.lr=0.001" and summary["baseline_error"] is None
@@ -98,6 +101,11 @@ def test_seeds_are_grouped_into_configurations_with_statistics_and_a_baseline(tm
     assert diff["mean"] == pytest.approx(statistics.mean(other) - statistics.mean(base))
     assert configs["model.optimizer.lr=0.001"]["baseline"]
     assert "configurations (repeats: seed, data.fold)" in done.stdout and "Δ baseline" in done.stdout
+    # the first job prints its config tree, the others only what differs from it
+    assert done.stdout.count("values differ from configs/train.yaml's defaults") == 1
+    assert done.stdout.count("config: as job 0's except") == 3
+    assert "model.optimizer.lr: 0.003  (job 0: 0.001)" in done.stdout
+    assert "s after the job started" in done.stdout and "after the process started" not in done.stdout
     assert (sweep_dir / "sweep_summary.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -78,6 +78,7 @@ def train(cfg: DictConfig) -> float | None:
     flops = model.backbone.flops_per_token() / 1e6  # training: forward and backward
     rank_zero_info(
         f"model: {model.backbone.num_parameters() / 1e6:.2f}M parameters, {flops:,.2f} MFLOP per token"
+        + describe_frozen(model)
     )
     ckpt_path = resume_from(cfg.get("ckpt_path"), trainer) if cfg.train else None
     check_resumable(ckpt_path, model)
@@ -213,6 +214,16 @@ def _optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:
             "Set optimized_metric to one of them."
         )
     return float(metrics[name])
+
+
+def describe_frozen(model: torch.nn.Module) -> str:
+    """How many parameters train when some are frozen (LoRA, ``model.trainable_blocks``), since the
+    trainer's model summary is off; nothing when all of them train."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == total:
+        return ""
+    return f"; {trainable:,} of its {total:,} parameters train ({trainable / total:.1%}), the rest are frozen"
 
 
 def log_best(trainer: L.Trainer) -> None:

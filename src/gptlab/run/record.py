@@ -16,6 +16,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
@@ -50,7 +51,9 @@ class RunTimes(Callback):
     printed and written to ``run_summary.json`` (``times``) by :func:`summarize_run`."""
 
     def __init__(self) -> None:
-        self.started = process_start()
+        # a sweep's jobs share one process: each job's times count from its own start
+        self.in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        self.started = time.time() if self.in_sweep else process_start()
         self.first_step_s: float | None = None
         self.validation_s = 0.0
         self.step_s: list[float] = []
@@ -222,13 +225,15 @@ def print_config_changes(cfg: DictConfig, saved: Path) -> None:
     now = json.loads(json.dumps(flatten(OmegaConf.to_container(cfg, resolve=True)), default=str))
     default = flat_defaults(OmegaConf.select(cfg, "paths.cache_dir"))
     run_dir = str(cfg.paths.output_dir)
-    changed = {
+    own = {
         key: value
         for key, value in now.items()
-        if (key not in default or default[key] != value)
-        and not key.startswith(("paths.", "git_commit"))
+        if not key.startswith(("paths.", "git_commit"))
         and not (isinstance(value, str) and value.startswith(run_dir))
     }
+    if print_sweep_job_changes(own, saved):
+        return
+    changed = {key: value for key, value in own.items() if key not in default or default[key] != value}
     tree = Tree(
         f"config: {len(changed)} values differ from configs/train.yaml's defaults; all of it: {saved}"
     )
@@ -243,6 +248,30 @@ def print_config_changes(cfg: DictConfig, saved: Path) -> None:
         was = f"  [dim](default {default[key]})[/]" if key in default else ""
         branches[group].add(f"{rest}: [bold]{value}[/]{was}")
     Console().print(tree)
+
+
+# The first job of each sweep this process runs, with its config: (sweep dir) -> (job number, config).
+_SWEEP_FIRST_JOB: dict[str, tuple[int, dict]] = {}
+
+
+def print_sweep_job_changes(config: dict, saved: Path) -> bool:
+    """In a multirun, every job after the first prints only what differs from that job's config (a k-fold
+    sweep's jobs differ in one value, and the whole tree each time would bury it). Returns whether it
+    printed: not for a single run, nor for a sweep's first job here, which prints the whole tree."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return False
+    hydra = HydraConfig.get()
+    job = int(hydra.job.num)
+    first, first_config = _SWEEP_FIRST_JOB.setdefault(str(hydra.sweep.dir), (job, config))
+    if first == job:
+        return False
+    keys = [k for k in sorted(config.keys() | first_config.keys()) if config.get(k) != first_config.get(k)]
+    console = Console()
+    console.print(f"config: as job {first}'s except {len(keys)} values; all of it: {saved}")
+    for key in keys:
+        was = first_config.get(key, "(unset)")
+        console.print(f"  {key}: [bold]{config.get(key, '(unset)')}[/]  [dim](job {first}: {was})[/]")
+    return True
 
 
 @rank_zero_only
@@ -265,11 +294,12 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
     times = next((c for c in trainer.callbacks if isinstance(c, RunTimes)), None)
+    since = "job" if times is not None and times.in_sweep else "process"
     times = times.summary() if times is not None and times.first_step_s is not None else None
     if times is not None:
         median = f", median step {times['median_step_ms']:.1f} ms" if times["median_step_ms"] else ""
         lines.append(
-            f"time: first step done {times['first_step_s']:.1f} s after the process started{median}, "
+            f"time: first step done {times['first_step_s']:.1f} s after the {since} started{median}, "
             f"validation {times['validation_s']:.1f} s, {times['wall_s']:.1f} s in all"
         )
     target = next((c for c in trainer.callbacks if isinstance(c, StopAtTarget)), None)
@@ -283,7 +313,9 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
     summary = {
         "run": str(cfg.paths.output_dir),
         "step": trainer.global_step,
-        "metrics": {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))},
+        "metrics": {
+            k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "baseline/"))
+        },
         "target": None if target is None or target.threshold is None else target.record(),
         "times": times,
     }

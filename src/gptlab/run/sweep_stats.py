@@ -18,9 +18,14 @@ T975 = (
 )  # fmt: skip
 T975_LARGE = ((40, 2.021), (60, 2.000), (120, 1.980))
 Z975 = 1.960
+PANELS_PER_ROW = 4  # of the summary plot, one panel per metric
 
-# The metrics a summary reports, when a job has them: losses, accuracy and F1, and time to a target.
-REPORTED = ("val/loss", "val/bpb", "val/acc", "test/loss", "test/bpb", "test/acc", "target/", "job/seconds")
+# The metrics a summary reports, when a job has them: losses, accuracy and F1, a classifier's calibration
+# and its classical baseline on the same split, and time to a target.
+REPORTED = (
+    "val/loss", "val/bpb", "val/acc", "test/loss", "test/bpb", "test/acc", "test/ece", "baseline/",
+    "target/", "job/seconds",
+)  # fmt: skip
 
 
 def t975(df: float) -> float:
@@ -95,7 +100,8 @@ def group(jobs: Iterable[dict], repeat: Sequence[str], baseline: str | None = No
         for name, value in job.get("metrics", {}).items():
             if value is not None and math.isfinite(value) and reported(name):
                 config["values"].setdefault(name, []).append(float(value))
-    shared = set.intersection(*(set(k) for k in configs)) if len(configs) > 1 else set()
+    # the overrides every job shares are printed once above the tables, not in each name
+    shared = set.intersection(*(set(k) for k in configs)) if configs else set()
     for key, config in configs.items():
         config["name"] = " ".join(o for o in key if o not in shared) or "(all jobs)"
 
@@ -146,11 +152,16 @@ def plot(configurations: list[dict], path: Path, title: str) -> Path | None:
     import matplotlib.pyplot as plt
 
     labels = [c["name"] + (" (baseline)" if c["baseline"] else "") for c in configurations]
-    width = 2 + 0.07 * max(len(label) for label in labels) + 3.5 * len(names)  # labels, then panels
+    # a classifier reports a dozen metrics: rows of PANELS_PER_ROW panels, not one strip metres wide
+    cols = min(len(names), PANELS_PER_ROW)
+    rows = math.ceil(len(names) / cols)
+    width = 2 + 0.07 * max(len(label) for label in labels) + 3.5 * cols  # labels, then panels
     fig, axes = plt.subplots(
-        1, len(names), figsize=(width, 1.5 + 0.45 * len(labels)), squeeze=False, sharey=True
+        rows, cols, figsize=(width, rows * (1.2 + 0.45 * len(labels)) + 0.5), squeeze=False, sharey=True
     )
-    for ax, name in zip(axes[0], names, strict=True):
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
         for row, config in enumerate(configurations):
             stats = config["metrics"].get(name)
             if stats is None:
@@ -162,7 +173,7 @@ def plot(configurations: list[dict], path: Path, title: str) -> Path | None:
             ax.errorbar([stats["mean"]], [row], xerr=err, fmt="o", color=color, capsize=3)
         ax.set_title(name)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels)
+    axes[0][0].set_yticks(range(len(labels)), labels)  # shared by every panel
     axes[0][0].invert_yaxis()
     fig.suptitle(f"{title}\nmean and 95% t interval; dots: single runs", fontsize=9)
     fig.tight_layout()
