@@ -69,28 +69,6 @@ def test_the_cache_feeds_the_prompt_once_then_one_token_a_step():
     assert fed == [4] + [1] * 12 + [BLOCK] * 2
 
 
-def test_a_slide_refills_the_cache_once_per_slide_and_writes_what_its_windows_give():
-    model = lively_model()
-    fed: list[int] = []
-
-    def logits_fn(ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        fed.append(ids.size(1))
-        return model(ids, cache=cache)
-
-    prompt, slide = torch.randint(0, 50, (1, 4)), 8
-    cached = sample(logits_fn, prompt, 30, BLOCK, temperature=0, slide=slide)
-    # Prefill 4, single tokens up to 16; then each slide refills 16 - 8 + 1 = 9 tokens and serves 8 steps.
-    assert fed == [4] + [1] * 12 + ([BLOCK - slide + 1] + [1] * (slide - 1)) * 2 + [BLOCK - slide + 1]
-    # The same text as recomputing, without a cache, the window that starts where the last slide left it.
-    idx, start = prompt, 0
-    for _ in range(30):
-        if idx.size(1) - start > BLOCK:
-            start = idx.size(1) - (BLOCK - slide + 1)
-        idx = torch.cat((idx, model(idx[:, start:])[:, -1:].argmax(-1)), dim=1)
-    assert torch.equal(cached, idx)
-    assert not torch.equal(cached, sample(model, prompt, 30, BLOCK, temperature=0))  # slide=1 differs
-
-
 @pytest.mark.parametrize("variant", [{}, MODERN], ids=["gpt2", "modern"])
 def test_feeding_chunks_through_the_cache_matches_one_full_forward(variant):
     """Chunks of several tokens after a non-empty cache need a causal mask offset by the cache length."""

@@ -18,9 +18,7 @@ class TextSampler(L.Callback):
 
     The sample uses its own seeded generator, so successive samples differ only because the model
     learned: that is what makes them comparable in TensorBoard's TEXT tab. Off under FSDP (sample from a
-    checkpoint with gptlab-generate instead). Once the sample outgrows the model's context, its window
-    slides ``slide`` tokens at a time (null: half the block; :func:`~gptlab.models.generation.sample`),
-    which keeps a long sample from costing more than the validation it follows.
+    checkpoint with gptlab-generate instead).
     """
 
     def __init__(
@@ -35,12 +33,8 @@ class TextSampler(L.Callback):
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         stop: Sequence[str] = (),
-        slide: int | None = None,
     ) -> None:
         check_sampling(temperature, top_p, repetition_penalty)
-        if slide is not None and slide < 1:
-            raise ValueError(f"callbacks.text_sampler.slide must be >= 1 or null (half the block), got {slide}")
-        self.slide = slide
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -61,11 +55,8 @@ class TextSampler(L.Callback):
         if self._validations % self.every_n_validations:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        block = pl_module.config.block_size
-        slide = min(self.slide or max(1, block // 2), block)
         text = pl_module.generate(
-            self.prompt, self.max_new_tokens, self.temperature, self.top_k, generator, **self.sampling,
-            slide=slide,
+            self.prompt, self.max_new_tokens, self.temperature, self.top_k, generator, **self.sampling
         )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

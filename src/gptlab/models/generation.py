@@ -89,7 +89,6 @@ def sample(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     stop: Callable[[torch.Tensor], bool] | None = None,
-    slide: int = 1,
 ) -> torch.Tensor:
     """Extend ``idx`` (B, T) by ``max_new_tokens`` tokens drawn from ``logits_fn`` (ids -> logits).
 
@@ -102,10 +101,7 @@ def sample(
     :class:`KVCache`: the prompt is fed once, then only the newest token each step. Once the context
     outgrows ``block_size``, the cropped window's tokens move to new positions, which invalidates every
     cached key; each step then recomputes the window from scratch, exactly as the uncached path does,
-    so both paths write the same text. ``slide`` > 1 moves the full window on by that many tokens at
-    once: the cache is refilled with the last ``block_size - slide + 1`` tokens and serves the next
-    ``slide`` steps, about ``slide`` times fewer whole-window passes for a context that is shorter right
-    after each slide (the uncached path ignores it).
+    so both paths write the same text.
     """
     check_sampling(temperature, top_p, repetition_penalty)
     cache = KVCache(block_size) if use_cache else None
@@ -114,10 +110,9 @@ def sample(
             logits = logits_fn(idx[:, -block_size:])
         elif 0 < cache.length < block_size:
             logits = logits_fn(idx[:, -1:], cache=cache)  # only the newest token is not cached yet
-        else:  # the first step, or the window is full and slides
-            window = block_size if cache.length == 0 else block_size - slide + 1
+        else:  # the first step, or the window has slid
             cache.reset()
-            logits = logits_fn(idx[:, -window:], cache=cache)
+            logits = logits_fn(idx[:, -block_size:], cache=cache)
         logits = logits[:, -1, :]
         if repetition_penalty != 1.0:
             logits = penalise_repetition(logits, idx, repetition_penalty)

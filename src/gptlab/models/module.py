@@ -362,7 +362,6 @@ class GPTModule(L.LightningModule):
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         stop: Sequence[str] = (),
-        slide: int = 1,
     ) -> str:
         """Return the text the model writes after ``prompt`` (the prompt itself excluded), cut before
         the first of the ``stop`` strings it writes; ``use_cache`` decodes incrementally with a KV
@@ -383,7 +382,7 @@ class GPTModule(L.LightningModule):
         try:
             out = sample(
                 self, idx, max_new_tokens, self.config.block_size, temperature, top_k, generator, use_cache,
-                top_p, repetition_penalty, stopped if stop else None, slide,
+                top_p, repetition_penalty, stopped if stop else None,
             )  # fmt: skip
         finally:
             self.train(was_training)
