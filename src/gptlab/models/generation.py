@@ -76,7 +76,7 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all: a sample is text, never trained on
 def sample(
     logits_fn: Callable[..., torch.Tensor],
     idx: torch.Tensor,

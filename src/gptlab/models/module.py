@@ -350,7 +350,7 @@ class GPTModule(L.LightningModule):
             "from it with model.pretrained=<checkpoint>"
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         prompt: str,
