@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gptlab.callbacks.checkpoint_io import AtomicCheckpointIO
@@ -184,6 +185,23 @@ class InjectNaN(L.Callback):
                 pl_module.backbone.wte.weight[0, 0] = float("nan")
 
 
+class SigtermAfterTheLastTestBatch(L.Callback):
+    """Test helper: this process sends itself SIGTERM once the test stage has run its last batch."""
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_after_the_last_batch_still_stops_the_run(compose_train, corpus):
+    cfg = compose_train(
+        f"data.path={corpus}", *TINY_OVERRIDES, "callbacks.text_sampler=null", "callbacks.throughput=null",
+        "trainer.max_steps=2", "trainer.val_check_interval=2", "test=true",
+        "+callbacks.sigterm._target_=tests.test_fault_tolerance.SigtermAfterTheLastTestBatch",
+    )  # fmt: skip
+    with pytest.raises(SIGTERMException):  # main() turns it into exit status 143; a sweep ends there
+        train(cfg)
+
+
 def test_a_nan_loss_stops_the_run_and_the_last_good_checkpoint_survives(compose_train, corpus):
     cfg = compose_train(
         f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, "trainer.max_steps=100",
@@ -285,8 +303,6 @@ def test_checkpoints_get_the_permissions_of_any_file_the_user_writes(tmp_path, m
 
 
 def test_an_interrupt_checkpoint_is_saved_without_lightnings_weights_only_notice(tmp_path, caplog):
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     from gptlab.callbacks.fault_tolerance import InterruptCheckpoint
 
     class Preempted(L.Callback):

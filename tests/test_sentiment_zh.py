@@ -34,3 +34,14 @@ def test_the_experiment_splits_it_80_10_10_by_label_within_the_block(compose_tra
     assert max(len(ids) for ids in dm.datasets["train"].ids) < cfg.model.backbone.block_size
     train = {tuple(ids) for ids in dm.datasets["train"].ids}
     assert not train & {tuple(ids) for ids in dm.datasets["test"].ids}
+
+
+def test_fast_dev_run_of_the_recipe_on_the_bundled_set(compose_train):
+    from gptlab.train import train
+
+    # the recipe's own data, tokenizer and block; a smaller model, and no baseline fit (its own tests)
+    cfg = compose_train(
+        "experiment=sentiment_zh", "debug=fdr", "callbacks.rich_progress_bar=null", "callbacks.baseline=null",
+        "model.backbone.n_embd=32", "data.batch_size=4",
+    )  # fmt: skip
+    assert 0 <= train(cfg) <= 1  # optimized_metric: a classification score

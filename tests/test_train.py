@@ -257,8 +257,9 @@ PRETRAINING_EXPERIMENTS = [
     "shakespeare_char_fast",
 ]
 # These need inputs made by their own tests: a classification sample (tests/test_classification.py)
-# and a Hugging Face GPT-2 directory (tests/test_hf.py), where their fast_dev_runs live.
-RUN_ELSEWHERE = {"austen_scratch", "austen_finetune", "gpt2_classify"}
+# and a Hugging Face GPT-2 directory (tests/test_hf.py), where their fast_dev_runs live; the bundled
+# sentiment set's recipe runs in tests/test_sentiment_zh.py.
+RUN_ELSEWHERE = {"austen_scratch", "austen_finetune", "gpt2_classify", "sentiment_zh"}
 
 
 def test_every_experiment_has_a_fast_dev_run():

@@ -94,14 +94,24 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update(trainer.callback_metrics)
         log_best(trainer)
         log_checkpoint_path(trainer, loggers)
+        stop_if_terminated(trainer)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         say_which_split_is_tested(datamodule)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(trainer.callback_metrics)
+        stop_if_terminated(trainer)
 
     summarize_run(cfg, trainer, metrics, board)
     return _optimized_metric(cfg, metrics)
+
+
+def stop_if_terminated(trainer: L.Trainer) -> None:
+    """Stop on a SIGTERM that came after a stage's last batch (a checkpoint, the baseline's fit): Lightning
+    acts on it only between batches, and its next stage would forget it, so a sweep would start its next
+    job instead of ending."""
+    if trainer.received_sigterm:
+        raise SIGTERMException
 
 
 def batch_hparams(batch: BatchPlan, tokens_per_sample: int | None) -> dict[str, int]:
