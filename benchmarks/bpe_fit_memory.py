@@ -31,12 +31,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from data_pipeline import substitute_letters  # benchmarks/ is this script's own directory on sys.path
 
 from gptlab import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 DATA = PROJECT_ROOT / "data"
-NOISE = 0.01
 MB = 1_000_000
 
 
@@ -51,15 +51,10 @@ def write_file(path: Path, pool: list[str], megabytes: float, seed: int) -> None
     """Records of 1-8 random paragraphs with 1% of ASCII characters replaced, ``megabytes`` of text."""
     rng = random.Random(seed)
     noise = np.random.default_rng(seed)
-    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ", dtype=np.uint8)
     records, size = [], 0
     while size < megabytes * MB:
-        text = "\n\n".join(rng.choices(pool, k=rng.randint(1, 8))).encode()
-        data = np.frombuffer(text, dtype=np.uint8).copy()
-        # ASCII characters only, so multi-byte UTF-8 sequences stay valid; newlines stay as they are.
-        hit = (noise.random(len(data)) < NOISE) & (data < 128) & (data != ord("\n"))
-        data[hit] = noise.choice(letters, int(hit.sum()))
-        records.append(json.dumps({"text": data.tobytes().decode()}))
+        data = substitute_letters("\n\n".join(rng.choices(pool, k=rng.randint(1, 8))).encode(), noise)
+        records.append(json.dumps({"text": data.decode()}))
         size += len(data)
     with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
         out.write("\n".join(records) + "\n")

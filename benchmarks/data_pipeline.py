@@ -43,7 +43,6 @@ def write_corpus(directory: Path, megabytes: float, file_mb: float, seed: int = 
     passes_per_file = math.ceil(file_mb * MB / SHAKESPEARE.stat().st_size)
     rng = random.Random(seed)
     noise = np.random.default_rng(seed)
-    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ", dtype=np.uint8)
     files = []
     for index in range(math.ceil(megabytes / file_mb)):
         text = []
@@ -51,13 +50,18 @@ def write_corpus(directory: Path, megabytes: float, file_mb: float, seed: int = 
             rng.shuffle(paragraphs)
             text.append("\n\n".join(paragraphs))
         data = "\n\n".join(text).encode()
-        data = np.frombuffer(data[: data.rfind(b"\n", 0, int(file_mb * MB)) + 1], dtype=np.uint8).copy()
-        # Substitute ASCII characters only, so multi-byte UTF-8 sequences stay valid.
-        hit = (noise.random(len(data)) < NOISE) & (data < 128) & (data != ord("\n"))
-        data[hit] = noise.choice(letters, int(hit.sum()))
         files.append(directory / f"part{index:03d}.txt")
-        files[-1].write_bytes(data.tobytes())
+        files[-1].write_bytes(substitute_letters(data[: data.rfind(b"\n", 0, int(file_mb * MB)) + 1], noise))
     return files
+
+
+def substitute_letters(text: bytes, noise: np.random.Generator) -> bytes:
+    """``text`` with a share ``NOISE`` of its ASCII characters, newlines aside, replaced by random letters or
+    spaces, so the number of distinct words keeps growing with a corpus; multi-byte UTF-8 stays valid."""
+    data = np.frombuffer(text, dtype=np.uint8).copy()
+    hit = (noise.random(len(data)) < NOISE) & (data < 128) & (data != ord("\n"))
+    data[hit] = noise.choice(np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ", dtype=np.uint8), int(hit.sum()))
+    return data.tobytes()
 
 
 def prepare(files: list[str], cache_dir: str, vocab_size: int, fit_sample_mb: float | None) -> dict:
