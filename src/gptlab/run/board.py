@@ -160,11 +160,16 @@ def swept_overrides() -> list[str]:
     ]
 
 
+def in_multirun() -> bool:
+    """Whether this process runs the jobs of a Hydra sweep (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def board_run_name(cfg: DictConfig) -> str:
     """The run's name in TensorBoard: ``<experiment or task>/<run directory>`` for a run,
     ``<sweep time>/<the job's overrides>`` for a sweep job."""
     run_dir = Path(cfg.paths.output_dir)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if in_multirun():
         own = ",".join(swept_overrides()).replace("/", "_") or run_dir.name
         return f"{run_dir.parent.name}/{own}"
     experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None

@@ -13,12 +13,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
+from gptlab.run.board import in_multirun
 from gptlab.run.lightning_private import relaunches_command_line
 from gptlab.run.record import keep_run_log
 
@@ -81,10 +81,6 @@ class FailedJob(float):
 
     def __reduce__(self) -> tuple:  # a job run elsewhere (submitit) comes back pickled
         return FailedJob, (self.error,)
-
-
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def refuse_script_launcher_in_sweep(trainer: Trainer) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
@@ -27,7 +26,7 @@ from rich.tree import Tree
 
 from gptlab import CONFIG_DIR, PROJECT_ROOT
 from gptlab.callbacks.stop_at_target import StopAtTarget
-from gptlab.run.board import BOARD_DIR, flatten
+from gptlab.run.board import BOARD_DIR, flatten, in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class RunTimes(Callback):
 
     def __init__(self) -> None:
         # a sweep's jobs share one process: each job's times count from its own start
-        self.in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        self.in_sweep = in_multirun()
         self.started = time.time() if self.in_sweep else process_start()
         self.first_step_s: float | None = None
         self.validation_s = 0.0
@@ -258,7 +257,7 @@ def print_sweep_job_changes(config: dict, saved: Path) -> bool:
     """In a multirun, every job after the first prints only what differs from that job's config (a k-fold
     sweep's jobs differ in one value, and the whole tree each time would bury it). Returns whether it
     printed: not for a single run, nor for a sweep's first job here, which prints the whole tree."""
-    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if not in_multirun():
         return False
     hydra = HydraConfig.get()
     job = int(hydra.job.num)
