@@ -97,7 +97,10 @@ def test_unwritable_log_and_cache_directories_name_their_setting(corpus, tmp_pat
         build_token_cache(corpus, CharTokenizer(), read_only / "cache")
 
 
-@pytest.mark.parametrize("sweep", [[], ["-m", "seed=1,2"]], ids=["run", "sweep"])
+# a sweep's -m after its overrides too, which Hydra's own parser refuses ("unrecognized arguments")
+@pytest.mark.parametrize(
+    "sweep", [[], ["-m", "seed=1,2"], ["seed=1,2", "-m"]], ids=["run", "sweep", "sweep, -m last"]
+)
 def test_an_unwritable_log_dir_stops_with_one_line_and_no_traceback(tmp_path, sweep):
     # /proc takes no new directories, even for root (for whom os.access says every directory is writable)
     command = [sys.executable, "-m", "gptlab.train", *sweep, "paths.log_dir=/proc/gptlab_logs",

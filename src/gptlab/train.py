@@ -29,6 +29,7 @@ from gptlab.run.hydra import (
     RunStopped,
     check_config_dir,
     instantiate_group,
+    multirun_flag_first,
     refuse_script_launcher_in_sweep,
     require_optional_packages,
     run_task,
@@ -253,6 +254,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     require_optional_packages(sys.argv[1:])
     try:
         hydra_main()

@@ -155,6 +155,13 @@ OPTIONAL_PACKAGES = {
 }
 
 
+def multirun_flag_first(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``-m``/``--multirun`` moved to the front: Hydra's parser takes the flag only before the
+    overrides and stops ``experiment=x -m data.fold=0,1`` with "unrecognized arguments"."""
+    flags = [arg for arg in argv if arg in ("-m", "--multirun")]
+    return flags + [arg for arg in argv if arg not in ("-m", "--multirun")]
+
+
 def require_optional_packages(argv: Sequence[str]) -> None:
     """Stop with install instructions when the command line asks for a sweeper, launcher or logger whose
     package is not installed (Hydra or Lightning would fail later, with less to go on)."""
