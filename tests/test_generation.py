@@ -187,6 +187,14 @@ def test_meaningless_sampling_options_are_refused(options, message):
         sample(lively_model(), torch.zeros(1, 1, dtype=torch.long), 1, BLOCK, **options)
 
 
+def test_the_text_sampler_refuses_a_schedule_that_never_samples():
+    from gptlab.callbacks.text_sampler import TextSampler
+
+    refused = r"every_n_validations must be >= 1, got 0; callbacks.text_sampler=null"
+    with pytest.raises(ValueError, match=refused):
+        TextSampler(every_n_validations=0)
+
+
 def test_generation_stops_at_a_stop_string_and_leaves_it_out():
     tokenizer = CharTokenizer()
     tokenizer.fit(["abcdefghij klmnop"])

@@ -14,7 +14,8 @@ from gptlab.models.generation import check_sampling
 
 
 class TextSampler(L.Callback):
-    """After every ``every_n_validations``-th validation, sample from the model and log the text.
+    """After every ``every_n_validations``-th validation, and the validation of a run's last step
+    (``trainer.max_steps``), sample from the model and log the text.
 
     The sample uses its own seeded generator, so successive samples differ only because the model
     learned: that is what makes them comparable in TensorBoard's TEXT tab. Off under FSDP (sample from a
@@ -27,7 +28,7 @@ class TextSampler(L.Callback):
         max_new_tokens: int = 200,
         temperature: float = 0.8,
         top_k: int | None = 200,
-        every_n_validations: int = 1,
+        every_n_validations: int = 2,
         seed: int = 0,
         print_sample: bool = False,
         top_p: float | None = None,
@@ -35,6 +36,11 @@ class TextSampler(L.Callback):
         stop: Sequence[str] = (),
     ) -> None:
         check_sampling(temperature, top_p, repetition_penalty)
+        if every_n_validations < 1:
+            raise ValueError(
+                f"callbacks.text_sampler.every_n_validations must be >= 1, got {every_n_validations}; "
+                "callbacks.text_sampler=null turns the samples off"
+            )
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -52,7 +58,8 @@ class TextSampler(L.Callback):
         if isinstance(trainer.strategy, FSDPStrategy):  # rank 0 alone cannot run a sharded model
             return
         self._validations += 1
-        if self._validations % self.every_n_validations:
+        last = 0 < trainer.max_steps <= trainer.global_step
+        if self._validations % self.every_n_validations and not last:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         text = pl_module.generate(
