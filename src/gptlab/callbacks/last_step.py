@@ -8,6 +8,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 
+def at_last_step(trainer: L.Trainer) -> bool:
+    """Whether the run has done its ``trainer.max_steps`` (never, when it has no step limit)."""
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
 class ValidateLastStep(Callback):
     """Ask Lightning to stop at ``max_steps`` one batch early, which makes it validate first.
 
@@ -20,5 +25,5 @@ class ValidateLastStep(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if at_last_step(trainer):
             trainer.should_stop = True

@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
+from gptlab.callbacks.last_step import at_last_step
+
 
 class SteppedRichProgressBar(RichProgressBar):
     """``RichProgressBar`` whose training bar counts optimizer steps to ``max_steps`` (so its time column
@@ -52,7 +54,7 @@ class SteppedRichProgressBar(RichProgressBar):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         done = batch_idx + 1
-        last = done >= trainer.num_training_batches or 0 < trainer.max_steps <= trainer.global_step
+        last = done >= trainer.num_training_batches or at_last_step(trainer)
         if not (last or done % self.update_every_n_batches == 0):
             return
         self._measure(trainer)

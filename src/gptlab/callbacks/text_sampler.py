@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from gptlab.callbacks.last_step import at_last_step
 from gptlab.models.generation import check_sampling
 
 
@@ -58,8 +59,7 @@ class TextSampler(L.Callback):
         if isinstance(trainer.strategy, FSDPStrategy):  # rank 0 alone cannot run a sharded model
             return
         self._validations += 1
-        last = 0 < trainer.max_steps <= trainer.global_step
-        if self._validations % self.every_n_validations and not last:
+        if self._validations % self.every_n_validations and not at_last_step(trainer):
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         text = pl_module.generate(
