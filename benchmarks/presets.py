@@ -82,7 +82,7 @@ def backbone_of(overrides: list[str]) -> dict:
 
 def count_parameters(vocab_size: int, backbone: dict) -> dict:
     """GPTModule's parameters, built on the meta device (no memory); tied weights counted once."""
-    from gptlab.models.module import GPTModule
+    from gptlab.tasks.lm import GPTModule
 
     with torch.device("meta"):
         module = GPTModule(vocab_size, backbone)

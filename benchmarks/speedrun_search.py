@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from gptlab.models.module import GPTModule
 from gptlab.models.optim import MuonAdamW, warmup_cosine, warmup_stable_decay
+from gptlab.tasks.lm import GPTModule
 
 text = (Path(__file__).parents[1] / "data" / "shakespeare_char.txt").read_text(encoding="utf-8").read()
 raw = text.encode("utf-8")

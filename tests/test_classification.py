@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gptlab.callbacks.throughput import batch_tokens
+from gptlab.checkpoints import read as checkpoint_module
+from gptlab.checkpoints.fit import CheckpointMismatch, check_fits
+from gptlab.checkpoints.read import Checkpoint
 from gptlab.data.classification import ClassificationDataModule, stratified_split
 from gptlab.data.datasets import TextClassificationDataset, pad_collate
 from gptlab.data.readers import CorpusFormatError
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler
-from gptlab.models import checkpoint as checkpoint_module
-from gptlab.models.classifier import GPTClassifier
 from gptlab.models.heads import ClassificationHead
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
+from gptlab.tasks.classification import GPTClassifier
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module
 from gptlab.tokenization import CharTokenizer, UnknownCharactersError
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
@@ -261,16 +263,16 @@ def test_label_map_survives_the_checkpoint_round_trip(tmp_path):
 
 
 def test_loading_a_checkpoint_with_another_tokenizer_names_both(lm_checkpoint):
-    checkpoint = torch.load(lm_checkpoint, weights_only=True)
+    checkpoint = Checkpoint.read(lm_checkpoint)
     configured = char_tokenizer(["only these letters"])
     model = GPTModule(configured.vocab_size, BACKBONE, tokenizer=configured)
-    saved_size = checkpoint["hyper_parameters"]["vocab_size"]
+    saved_size = checkpoint.hparams["vocab_size"]
     with pytest.raises(
-        ValueError,
-        match=rf"checkpoint being loaded has a different tokenizer \(char, {saved_size} tokens\) from the "
-        rf"one this run was configured with \(char, {configured.vocab_size} tokens\); resume or test with",
+        CheckpointMismatch,
+        match=rf"^it has a different tokenizer \(char, {saved_size} tokens\) from the one this run was "
+        rf"configured with \(char, {configured.vocab_size} tokens\); use the data and model config",
     ):
-        model.on_load_checkpoint(checkpoint)
+        check_fits(checkpoint, model)
 
 
 def test_fine_tune_with_another_attention_fp32_reads_the_checkpoint_once(

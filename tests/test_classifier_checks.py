@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from gptlab.callbacks.baseline import ClassicalBaseline, baseline_scores
 from gptlab.callbacks.calibration import ReliabilityDiagram, reliability_bins
 from gptlab.data.classification import ClassificationDataModule
-from gptlab.models.module import GPTModule
 from gptlab.run.hydra import RunStopped, instantiate_group
+from gptlab.tasks.lm import GPTModule
 from gptlab.tokenization import CharTokenizer, UnknownCharactersError
 from gptlab.train import train
 from tests.test_classification import (

@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gptlab.data.sampling import BatchPlan, BucketBatchSampler, GlobalBatchSampler, ShardSampler
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
 from gptlab.run.hydra import SweepSetupError, refuse_script_launcher_in_sweep
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 
@@ -237,19 +237,3 @@ def test_training_metrics_are_logged_once_per_logged_step_under_accumulation():
             if module.logs_this_step(batch_idx):
                 logged.append((step, batch_idx))
     assert logged == [(4, 9), (9, 19)]  # the last micro-batch of steps 5 and 10
-
-
-def test_shape_check_defers_to_fsdp_for_a_model_it_has_wrapped():
-    from types import SimpleNamespace
-
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    backbone = {"block_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 8}
-    module = GPTModule(vocab_size=8, backbone=backbone)
-    # what the test stage after an FSDP fit sees: the model's own names carry FSDP's wrapper prefix
-    wrapped = {f"_fsdp_wrapped_module.{k}": v.flatten() for k, v in module.state_dict().items()}
-    checkpoint = {"state_dict": wrapped, "hyper_parameters": {"vocab_size": 8, "backbone": backbone}}
-    with pytest.raises(ValueError, match="do not fit this model"):
-        module._check_shapes(checkpoint)
-    module._trainer = SimpleNamespace(strategy=FSDPStrategy())
-    module._check_shapes(checkpoint)  # the strategy loads (and checks) the full checkpoint itself

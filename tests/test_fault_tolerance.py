@@ -18,9 +18,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gptlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from gptlab.callbacks.fault_tolerance import FiniteLossGuard, NonFiniteLossError
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
 from gptlab.run.dirs import RunNameInUse, run_directory
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 

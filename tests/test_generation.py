@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptlab.models.generation import KVCache, nucleus, penalise_repetition, sample
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
 from gptlab.tokenization import CharTokenizer
 
 BLOCK = 16

@@ -17,15 +17,15 @@ import torch
 from omegaconf.errors import MissingMandatoryValue
 from torch.utils.data import DataLoader
 
+from gptlab.checkpoints.formats import export_hf, export_safetensors
+from gptlab.checkpoints.hf import HFCheckpointError, load_hf_gpt2
+from gptlab.checkpoints.read import read_checkpoint
 from gptlab.export import export
-from gptlab.models.checkpoint import read_checkpoint
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.export_formats import export_hf, export_safetensors, load_safetensors
 from gptlab.models.gpt import GPT, GPTConfig
-from gptlab.models.hf import HFCheckpointError, load_hf_gpt2
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
 from gptlab.run.hydra import compose_config
+from gptlab.tasks.classification import GPTClassifier
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module, load_safetensors
 from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer, GPT2Tokenizer
 from gptlab.tokenization.hf_files import hf_tokenizer_files
 from gptlab.train import train

@@ -15,9 +15,9 @@ from gptlab.data.classification import ClassificationDataModule
 from gptlab.data.datamodules import PretrainDataModule
 from gptlab.eval import evaluate
 from gptlab.models.gpt import GPTConfig
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
 from gptlab.run.hydra import RunStopped
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module
 from gptlab.tokenization import CharTokenizer
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES, compose_config
@@ -97,7 +97,7 @@ def test_resuming_into_other_shapes_names_the_settings(compose_train, corpus, tm
     wider = compose_train(*common, "trainer.max_steps=2", "model.backbone.n_embd=64", f"ckpt_path={ckpt}")
     # refused before anything is written in the run directory (train.check_resumable)
     shapes = r"it holds a model of another shape \(backbone\.n_embd: 32 in the checkpoint, 64 here\)"
-    with pytest.raises(RunStopped, match=rf"cannot resume .*: {shapes}\. Resume with the model config"):
+    with pytest.raises(RunStopped, match=rf"cannot resume .*: {shapes}; resume with the data and model"):
         train(wider)
 
 

@@ -7,10 +7,10 @@ import functools
 import pytest
 import torch
 
-from gptlab.models.checkpoint import CLASS_KEY, read_checkpoint
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.io import load_module
-from gptlab.models.module import GPTModule
+from gptlab.checkpoints.read import CLASS_KEY, read_checkpoint
+from gptlab.tasks.classification import GPTClassifier
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module
 from tests.test_classification import LABELS, batch_of, char_tokenizer, save_checkpoint, tiny_classifier
 from tests.test_model import BACKBONE
 

@@ -19,7 +19,7 @@ from gptlab.callbacks.choice_eval import (
     score_choice_task,
 )
 from gptlab.data.datamodules import PretrainDataModule
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
 from gptlab.tokenization import BPETokenizer, ByteTokenizer, CharTokenizer, UnknownCharactersError
 from tests.conftest import CHINESE
 

@@ -11,11 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 from gptlab.export import export
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.export_formats import load_safetensors
-from gptlab.models.io import load_module
 from gptlab.models.lora import LoRAConfig, LoRALinear
-from gptlab.models.module import GPTModule
+from gptlab.tasks.classification import GPTClassifier
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import load_module, load_safetensors
 from gptlab.train import train
 from tests.test_classification import (
     BACKBONE,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from gptlab.models.generation import sample
 from gptlab.models.gpt import GPT, GPTConfig
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
 
 BACKBONE = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0, "bias": True}
 
@@ -153,7 +153,7 @@ def test_flops_per_token_matches_a_hand_count():
 
 
 def test_validation_loss_weights_each_batch_by_its_tokens():
-    from gptlab.models.module import Perplexity, WeightedMean
+    from gptlab.tasks.lm import Perplexity, WeightedMean
 
     mean, ppl = WeightedMean(), Perplexity()
     for value, tokens in [(1.0, 64), (3.0, 16)]:  # a full batch, then a smaller last one

@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 

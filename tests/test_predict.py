@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gptlab.callbacks.baseline import baseline_scores
 from gptlab.data.classification import ClassificationDataModule
 from gptlab.eval import evaluate
-from gptlab.models.module import GPTModule
 from gptlab.predict import predict
 from gptlab.run.files import umask as current_umask
+from gptlab.tasks.lm import GPTModule
 from gptlab.tokenization import CharTokenizer
 from gptlab.train import train
 from tests.conftest import compose_config
@@ -233,7 +233,7 @@ def test_predict_replaces_earlier_predictions_whole_or_not_at_all(classifier_run
         yield torch.tensor([1.0] + [0.0] * 5)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("gptlab.predict.predict_probabilities", fails_midway)
+    monkeypatch.setattr("gptlab.tasks.classify.predict_probabilities", fails_midway)
     with pytest.raises(KeyboardInterrupt):
         predict(compose(f"output={notes}"))  # an earlier prediction file: no overwrite=true needed
     assert notes.read_text(encoding="utf-8") == first

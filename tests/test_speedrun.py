@@ -16,8 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gptlab.models.generation import sample
 from gptlab.models.gpt import FINETUNE_CHOICES, GPT, Block, GPTConfig
-from gptlab.models.module import GPTModule
 from gptlab.models.optim import MuonAdamW, warmup_cosine, warmup_stable_decay
+from gptlab.tasks.lm import GPTModule
 from gptlab.train import train
 from tests.conftest import TINY_OVERRIDES
 
@@ -111,7 +111,7 @@ def test_an_untied_head_has_its_own_weights_that_train_apart():
 
 
 def test_a_checkpoint_with_every_switch_round_trips(tmp_path):
-    from gptlab.models.io import load_module
+    from gptlab.tasks.registry import load_module
     from tests.test_classification import save_checkpoint
 
     model = tiny_module(optimizer=functools.partial(MuonAdamW, lr=1e-2), **ALL_ON)
@@ -254,7 +254,7 @@ def test_a_run_stops_at_its_target_and_records_the_step_and_time(compose_train, 
 
 
 def test_a_fine_tune_takes_an_untied_head_from_its_checkpoint(tmp_path):
-    from gptlab.models.classifier import GPTClassifier
+    from gptlab.tasks.classification import GPTClassifier
     from tests.test_classification import BACKBONE as CLS_BACKBONE
     from tests.test_classification import LABELS, char_tokenizer, save_checkpoint
 

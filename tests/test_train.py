@@ -15,8 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gptlab import CONFIG_DIR
 from gptlab.generate import generate
-from gptlab.models.io import load_module
 from gptlab.run.hydra import RunStopped, run_task
+from gptlab.tasks.registry import load_module
 from gptlab.train import train
 from tests.conftest import CHINESE, ENGLISH, TINY_OVERRIDES, compose_config, hparams_tab, latest
 

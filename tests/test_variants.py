@@ -11,7 +11,7 @@ from torch import nn
 from gptlab.models.generation import KVCache
 from gptlab.models.gpt import GPT, GPTConfig
 from gptlab.models.layers import Rotary, apply_rotary
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
 
 VOCAB = 40
 TINY = {"block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32}

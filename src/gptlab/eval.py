@@ -12,12 +12,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptlab.data.classification import ClassificationDataModule
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.io import load_module
 from gptlab.run.board import log_hparams
 from gptlab.run.hydra import check_config_dir, instantiate_group
 from gptlab.run.speed import resolve_auto_speed
+from gptlab.tasks.registry import load_module, task_for_module
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -32,15 +30,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     # The checkpoint's tokenizer (and label names) decide how the data is encoded.
     datamodule = instantiate(cfg.data, **model.data_kwargs())
-    if isinstance(model, GPTClassifier) != isinstance(datamodule, ClassificationDataModule):
+    task = task_for_module(model)
+    if not isinstance(datamodule, task.datamodule_class()):
         raise ValueError(
             f"checkpoint '{cfg.ckpt_path}' holds a {type(model).__name__} but the data config makes a "
-            f"{type(datamodule).__name__}; test a classifier on labelled rows (data=austen "
-            "data.path=<file>) and a language model on a corpus (data=shakespeare, or data=corpus "
-            "data.path=<file>)"
+            f"{type(datamodule).__name__}; test a {task.name} on {task.data_hint}"
         )
-    # A language model tests on the data's evaluation corpora too (test/<name>/loss and bpb).
-    model.eval_sets = list(getattr(datamodule, "eval_sets", {}))
+    if hasattr(datamodule, "eval_sets"):  # a language model tests on them too (test/<name>/loss and bpb)
+        model.eval_sets = list(datamodule.eval_sets)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

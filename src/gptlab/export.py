@@ -5,7 +5,7 @@ gptlab-export ckpt_path=path/to/last.ckpt format=safetensors out=exports/my-mode
 
 ``hf``: a directory ``transformers.GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer`` load (the
 backbone must be GPT-2-compatible). ``safetensors``: the whole module's weights plus its config and
-tokenizer as JSON, for :func:`gptlab.models.export_formats.load_safetensors`. A classifier trained
+tokenizer as JSON, for :func:`gptlab.checkpoints.formats.load_safetensors`. A classifier trained
 with LoRA is exported with its adapters merged into the weights: a plain model.
 """
 
@@ -17,10 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.export_formats import export_hf, export_safetensors
-from gptlab.models.io import load_module
+from gptlab.checkpoints.formats import export_hf, export_safetensors
 from gptlab.run.hydra import check_config_dir
+from gptlab.tasks.registry import load_module
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,7 @@ def export(cfg: DictConfig) -> list[Path]:
         raise FileExistsError(
             f"'{out}' already holds files; choose another out=, or pass overwrite=true to write over them"
         )
-    model = load_module(cfg.ckpt_path)
-    if isinstance(model, GPTClassifier):
-        model.merge_lora()  # neither format knows adapters; merged, the weights compute the same
+    model = load_module(cfg.ckpt_path).for_export()
     files = WRITERS[cfg.format](model, out)
     log.info("exported %s as %s: %s", cfg.ckpt_path, cfg.format, ", ".join(str(file) for file in files))
     return files

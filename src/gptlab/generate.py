@@ -11,19 +11,20 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.io import load_module
 from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings, settings_of
+from gptlab.tasks.registry import load_module, task_for_module
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """Return ``cfg.num_samples`` continuations of ``cfg.prompt`` (prompt included)."""
     check_settings(cfg)
     model = load_module(cfg.ckpt_path, map_location=cfg.device).to(cfg.device)
-    if isinstance(model, GPTClassifier):
+    task = task_for_module(model)
+    if not task.generates:
         raise ValueError(
-            f"checkpoint '{cfg.ckpt_path}' holds a text classifier ({len(model.label_names)} labels), not a "
-            "language model; gptlab-predict labels texts with it. Generate from a pretraining checkpoint"
+            f"checkpoint '{cfg.ckpt_path}' holds a {task.name} ({type(model).__name__}), not a language model"
+            + ("; gptlab-predict labels texts with it" if task.predictor else "")
+            + ". Generate from a pretraining checkpoint"
         )
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     top_k = cfg.top_k or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import signal
 import sys
 
@@ -21,9 +22,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.callbacks.last_step import ValidateLastStep
+from gptlab.checkpoints import fit
+from gptlab.checkpoints.read import Checkpoint
 from gptlab.data.sampling import BatchPlan
-from gptlab.models.checkpoint import Checkpoint
-from gptlab.run.board import StepsDone, flatten, link_board_run, log_hparams
+from gptlab.run.board import link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
 from gptlab.run.hydra import (
     RunStopped,
@@ -34,9 +36,9 @@ from gptlab.run.hydra import (
     require_optional_packages,
     run_task,
 )
-from gptlab.run.record import RunTimes, hold_run_log, log_checkpoint_path, record_run, summarize_run
+from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
 from gptlab.run.speed import resolve_auto_speed
-from gptlab.tokenization import Tokenizer, UnknownCharactersError, check_same_tokenizer, run_tokenizer
+from gptlab.tokenization import Tokenizer, UnknownCharactersError, run_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,10 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     resolve_auto_speed(cfg)  # trainer.precision=auto, model.compile=auto: this machine's choice
 
-    callbacks = [*instantiate_group(cfg.get("callbacks")), ValidateLastStep(), StepsDone(), RunTimes()]
+    callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    refuse_missing_callbacks(cfg, trainer)
     refuse_script_launcher_in_sweep(trainer)
     if cfg.train and trainer.max_steps == 0:
         raise RunStopped(
@@ -107,6 +110,26 @@ def train(cfg: DictConfig) -> float | None:
     return _optimized_metric(cfg, metrics)
 
 
+def refuse_missing_callbacks(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """Every callback is a config entry (configs/callbacks/); the one a run cannot do without is the last
+    step's validation when the metric a sweep reads would otherwise never be logged."""
+    interval = trainer.val_check_interval
+    validates_last = isinstance(interval, int) and trainer.max_steps > 0 and trainer.max_steps % interval == 0
+    if (
+        cfg.train
+        and not trainer.fast_dev_run
+        and (cfg.get("optimized_metric") or "").startswith("val/")
+        and not validates_last
+        and not any(isinstance(c, ValidateLastStep) for c in trainer.callbacks)
+    ):
+        raise RunStopped(
+            f"callbacks.validate_last_step is off, so a run of trainer.max_steps={trainer.max_steps} with "
+            f"trainer.val_check_interval={interval} never validates at its end and optimized_metric="
+            f"{cfg.optimized_metric} may never be logged; keep callbacks.validate_last_step, make max_steps "
+            "a multiple of val_check_interval, or set optimized_metric=null"
+        )
+
+
 def stop_if_terminated(trainer: L.Trainer) -> None:
     """Stop on a SIGTERM that came after a stage's last batch (a checkpoint, the baseline's fit): Lightning
     acts on it only between batches, and its next stage would forget it, so a sweep would start its next
@@ -145,38 +168,16 @@ def check_resumable(ckpt_path: str | None, model: L.LightningModule) -> None:
     weights of other shapes, texts preprocessed otherwise, or token ids from another tokenizer."""
     if ckpt_path is None:
         return
-    # mmap: only the shapes are read here; Lightning loads the checkpoint again to resume
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    shapes = {name: tuple(tensor.shape) for name, tensor in saved.get("state_dict", {}).items()}
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    if shapes != expected:
-        saved_hparams, hparams = flatten(saved.get("hyper_parameters", {})), flatten(dict(model.hparams))
-        differ = [
-            f"{key}: {saved_hparams.get(key)} in the checkpoint, {hparams.get(key)} here"
-            for key in sorted(saved_hparams.keys() | hparams.keys())
-            if saved_hparams.get(key) != hparams.get(key)
-        ]
-        raise RunStopped(
-            f"cannot resume {ckpt_path}: it holds a model of another shape "
-            f"({'; '.join(differ) or 'other weights'}). "
-            "Resume with the model config it was trained with, or start a new run without ckpt_path"
-        )
     try:
-        model.check_same_data(saved.get("hyper_parameters", {}))
-    except ValueError as err:
+        # mmap: only the shapes are read here; Lightning loads the checkpoint again to resume
+        fit.check_fits(
+            Checkpoint.read(ckpt_path, mmap=True),
+            model,
+            fix="resume with the data and model config it was trained with, or start a new run without "
+            "ckpt_path",
+        )
+    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as err:  # CheckpointMismatch included
         raise RunStopped(f"cannot resume {ckpt_path}: {err}") from None
-    tokenizer = getattr(model, "tokenizer", None)
-    if "tokenizer" in saved and tokenizer is not None:
-        try:
-            check_same_tokenizer(
-                tokenizer,
-                Tokenizer.from_json(saved["tokenizer"]),
-                f"checkpoint {ckpt_path}",
-                "resume with the data and tokenizer it was trained with, or start a new run "
-                "without ckpt_path",
-            )
-        except ValueError as err:
-            raise RunStopped(f"cannot resume: {err}") from None
 
 
 def say_which_split_is_tested(datamodule: L.LightningDataModule) -> None:

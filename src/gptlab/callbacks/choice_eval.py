@@ -16,7 +16,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gptlab.models.module import GPTModule
+from gptlab.tasks.lm import GPTModule
+from gptlab.tasks.registry import task_for_module
 from gptlab.tokenization import UnknownCharactersError
 
 
@@ -108,7 +109,7 @@ class ChoiceEval(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.path is None:
             return
-        if type(pl_module).forward is not GPTModule.forward:
+        if not task_for_module(pl_module).generates:
             raise ValueError(
                 f"callbacks.choice_eval scores a language model's next tokens; {type(pl_module).__name__} "
                 "is not one: set callbacks.choice_eval.path=null"

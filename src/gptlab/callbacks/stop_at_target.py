@@ -80,6 +80,10 @@ class StopAtTarget(Callback):
             "reached": self.reached,
         }
 
+    def summary_entry(self) -> tuple[str, str | None, dict[str, Any] | None]:
+        """The run summary's ``target`` and its console line (None for both when off)."""
+        return "target", self.describe(), None if self.threshold is None else self.record()
+
     def state_dict(self) -> dict[str, Any]:
         return {"reached": self.reached}
 

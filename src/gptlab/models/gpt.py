@@ -133,20 +133,6 @@ class GPTConfig:
         return asdict(self)
 
 
-def finetune_mismatches(saved: GPTConfig, ours: GPTConfig) -> list[str]:
-    """What keeps a fine-tune with backbone ``ours`` from starting from a ``saved`` one's weights, as
-    ``key=ours (checkpoint: saved)`` (empty when it may)."""
-    theirs, mine = saved.to_dict(), ours.to_dict()
-    wrong = [
-        f"{key}={mine[key]} (checkpoint: {theirs[key]})"
-        for key in mine
-        if key not in (*FINETUNE_CHOICES, "block_size") and mine[key] != theirs[key]
-    ]
-    if ours.block_size > saved.block_size:
-        wrong.append(f"block_size={ours.block_size} (checkpoint: at most {saved.block_size})")
-    return wrong
-
-
 def fit_to_backbone(state: Mapping[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
     """Pretrained backbone weights -> the shapes of ``GPT(config)``: the token embedding re-padded to
     ``config.padded_vocab_size`` rows when its padding differs (the first ``config.vocab_size`` real rows

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+
+from gptlab.checkpoints.fit import flatten
 
 log = logging.getLogger(__name__)
 
@@ -70,45 +69,6 @@ class BoardLogger(TensorBoardLogger):
                 key: "train/lr" if len(keys) == 1 else f"train/lr/{key.split('/', 1)[-1]}" for key in keys
             }
         return self._lr_names
-
-
-class StepsDone(Callback):
-    """Number every logged scalar by the optimizer steps done (``trainer.global_step``), like checkpoints
-    and text samples.
-
-    While fitting, Lightning logs a step's scalars (and those of the validation that follows it) before it
-    counts the step, so they would land one step before that step's checkpoint and sample (249 vs 250), in
-    every logger alike; each logger's ``log_metrics`` gets the count instead while the fit runs.
-    """
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for logger in trainer.loggers:
-            own = type(logger).log_metrics.__get__(logger)
-            logger.log_metrics = functools.partial(_log_steps_done, own, trainer)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for logger in trainer.loggers:
-            vars(logger).pop("log_metrics", None)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
-        self.on_fit_end(trainer, pl_module)
-
-
-def _log_steps_done(
-    log_metrics: Callable, trainer: L.Trainer, metrics: Mapping[str, Any], step: int | None = None
-) -> None:
-    log_metrics(metrics, None if step is None else trainer.global_step)
-
-
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"optimizer": {"lr": 1e-3}}}`` -> ``{"model.optimizer.lr": 1e-3}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def hparams(cfg: DictConfig, **extra: Mapping) -> dict[str, bool | int | float | str]:

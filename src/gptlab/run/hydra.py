@@ -18,6 +18,7 @@ from lightning import Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab import CONFIG_DIR
+from gptlab.run import resolvers  # noqa: F401 -- the configs need them
 from gptlab.run.board import in_multirun
 from gptlab.run.lightning_private import relaunches_command_line
 from gptlab.run.record import keep_run_log

@@ -7,17 +7,13 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from lightning import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback
+from lightning import Trainer
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,59 +21,10 @@ from rich.console import Console
 from rich.tree import Tree
 
 from gptlab import CONFIG_DIR, PROJECT_ROOT
-from gptlab.callbacks.stop_at_target import StopAtTarget
-from gptlab.run.board import BOARD_DIR, flatten, in_multirun
+from gptlab.checkpoints.fit import flatten
+from gptlab.run.board import BOARD_DIR, in_multirun
 
 log = logging.getLogger(__name__)
-
-
-def process_start() -> float:
-    """When this process started (epoch seconds), from Linux's /proc; elsewhere, when gptlab was imported."""
-    try:
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - uptime + int(stat[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return IMPORTED
-
-
-IMPORTED = time.time()
-
-
-class RunTimes(Callback):
-    """Where a run's wall time goes: process start to the first optimizer step done, validation (sanity
-    check included), and the median training step (batch end to batch end, no validation between),
-    printed and written to ``run_summary.json`` (``times``) by :func:`summarize_run`."""
-
-    def __init__(self) -> None:
-        # a sweep's jobs share one process: each job's times count from its own start
-        self.in_sweep = in_multirun()
-        self.started = time.time() if self.in_sweep else process_start()
-        self.first_step_s: float | None = None
-        self.validation_s = 0.0
-        self.step_s: list[float] = []
-        self._last_end: float | None = None
-        self._val_start = 0.0
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        now = time.perf_counter()
-        if self.first_step_s is None:
-            self.first_step_s = time.time() - self.started
-        elif self._last_end is not None:
-            self.step_s.append(now - self._last_end)
-        self._last_end = now
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._val_start = time.perf_counter()
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.validation_s += time.perf_counter() - self._val_start
-        self._last_end = None  # the next step's interval would hold the validation
-
-    def summary(self) -> dict[str, float | None]:
-        median = 1000 * statistics.median(self.step_s) if self.step_s else None
-        return {"wall_s": time.time() - self.started, "first_step_s": self.first_step_s,
-                "validation_s": self.validation_s, "median_step_ms": median}  # fmt: skip
 
 
 SUMMARY_FILE = "run_summary.json"  # the run's last step, metrics and target, written when it ends
@@ -292,18 +239,14 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         values = {k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
         if values:
             lines.append(f"{stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
-    times = next((c for c in trainer.callbacks if isinstance(c, RunTimes)), None)
-    since = "job" if times is not None and times.in_sweep else "process"
-    times = times.summary() if times is not None and times.first_step_s is not None else None
-    if times is not None:
-        median = f", median step {times['median_step_ms']:.1f} ms" if times["median_step_ms"] else ""
-        lines.append(
-            f"time: first step done {times['first_step_s']:.1f} s after the {since} started{median}, "
-            f"validation {times['validation_s']:.1f} s, {times['wall_s']:.1f} s in all"
-        )
-    target = next((c for c in trainer.callbacks if isinstance(c, StopAtTarget)), None)
-    if target is not None and target.describe():
-        lines.append(target.describe())
+    # callbacks that report in the summary (RunTimes' times, StopAtTarget's target): (key, line, record)
+    entries = {"target": None, "times": None}
+    for callback in trainer.callbacks:
+        if hasattr(callback, "summary_entry"):
+            key, line, record = callback.summary_entry()
+            entries[key] = record
+            if line:
+                lines.append(line)
     if board is not None:
         root = Path(cfg.paths.log_dir) / BOARD_DIR
         lines.append(f"tensorboard --logdir {root}   (this run: {board.relative_to(root)})")
@@ -315,7 +258,6 @@ def summarize_run(cfg: DictConfig, trainer: Trainer, metrics: dict, board: Path 
         "metrics": {
             k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "baseline/"))
         },
-        "target": None if target is None or target.threshold is None else target.record(),
-        "times": times,
+        **entries,
     }
     Path(cfg.paths.output_dir, SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Speed settings chosen by the machine: ``trainer.precision=auto`` and ``model.compile=auto``.
 
 Resolved once, before the trainer and the model are built, into the values Lightning and
-:class:`~gptlab.models.module.GPTModule` take; the run's recorded config holds what was chosen.
+:class:`~gptlab.tasks.lm.GPTModule` take; the run's recorded config holds what was chosen.
 """
 
 from __future__ import annotations

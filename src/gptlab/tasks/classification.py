@@ -16,19 +16,21 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from gptlab.models.checkpoint import Checkpoint
-from gptlab.models.gpt import GPTConfig, finetune_mismatches, fit_to_backbone
+from gptlab.checkpoints import fit
+from gptlab.checkpoints.read import Checkpoint
+from gptlab.models.gpt import fit_to_backbone
 from gptlab.models.heads import ClassificationHead
 from gptlab.models.lora import LoRAConfig, add_lora, merge_lora, merge_lora_state
-from gptlab.models.module import GPTModule, OptimizerFactory, SchedulerFactory, WeightedMean
 from gptlab.models.optim import layerwise_lr_groups
-from gptlab.tokenization import Tokenizer, check_same_tokenizer
+from gptlab.tasks.base import GPTTask, OptimizerFactory, SchedulerFactory
+from gptlab.tasks.metrics import WeightedMean
+from gptlab.tokenization import Tokenizer
 from gptlab.tokenization.words import WordPreprocessing
 
 Batch = Mapping[str, torch.Tensor]
 
 
-class GPTClassifier(GPTModule):
+class GPTClassifier(GPTTask):
     """The backbone, a classification head and the tied LM head, trained with cross-entropy on the
     labels plus ``lm_loss_weight`` times the causal-LM loss on the same texts (GPT-1's auxiliary loss).
 
@@ -45,6 +47,8 @@ class GPTClassifier(GPTModule):
     (:meth:`merge_lora` folds them into the weights).
     Batches are :func:`gptlab.data.datasets.pad_collate` dicts.
     """
+
+    data_hparams = ("label_names", "preprocessing")
 
     def __init__(
         self,
@@ -72,51 +76,54 @@ class GPTClassifier(GPTModule):
                 "model.pretrained and model.pretrained_hf are both set; take the backbone from one of "
                 "them (a gptlab checkpoint or a Hugging Face GPT-2 directory)"
             )
-        super().__init__(vocab_size, backbone, optimizer, scheduler, tokenizer, pretrained_hf, compile)
-        self.label_names = list(label_names)
-        num_classes = len(self.label_names)
+        label_names = list(label_names)
+        num_classes = len(label_names)
         if num_classes < 2:
-            raise ValueError(f"a classifier needs at least two classes, got label_names={self.label_names}")
+            raise ValueError(f"a classifier needs at least two classes, got label_names={label_names}")
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(
                 f"class_weights has {len(class_weights)} values for {num_classes} classes "
-                f"{self.label_names}; give one weight per class, in that order"
-            )
-        if trainable_blocks is not None and not 0 <= trainable_blocks <= self.config.n_layer:
-            raise ValueError(
-                f"trainable_blocks={trainable_blocks} must be between 0 (a linear probe) and n_layer="
-                f"{self.config.n_layer}, or null to train the whole backbone"
+                f"{label_names}; give one weight per class, in that order"
             )
         lora = None if lora is None else LoRAConfig.from_any(lora)
-        self.preprocessing = WordPreprocessing.from_any(preprocessing)
         if lora is not None and trainable_blocks is not None:
             raise ValueError(
                 f"model.lora and model.trainable_blocks={trainable_blocks} are both set; LoRA already "
                 "freezes the backbone and trains only its adapters and the head: set one of them"
             )
+        preprocessing = WordPreprocessing.from_any(preprocessing)
         # `pretrained` is only where the weights came from: the checkpoint holds them afterwards.
-        self.save_hyperparameters(
-            {
-                **self.hparams,
-                "label_names": self.label_names,
-                "pooling": pooling,
-                "head_dropout": head_dropout,
-                "class_weights": None if class_weights is None else list(class_weights),
-                "label_smoothing": label_smoothing,
-                "lm_loss_weight": lm_loss_weight,
-                "trainable_blocks": trainable_blocks,
-                "layer_lr_decay": layer_lr_decay,
-                "lora": None if lora is None else lora.to_dict(),
-                "preprocessing": self.preprocessing.to_hparams(),
-            },
-            logger=False,
+        hparams = {
+            "label_names": label_names,
+            "pooling": pooling,
+            "head_dropout": head_dropout,
+            "class_weights": None if class_weights is None else list(class_weights),
+            "label_smoothing": label_smoothing,
+            "lm_loss_weight": lm_loss_weight,
+            "trainable_blocks": trainable_blocks,
+            "layer_lr_decay": layer_lr_decay,
+            "lora": None if lora is None else lora.to_dict(),
+            "preprocessing": preprocessing.to_hparams(),
+        }
+        super().__init__(
+            vocab_size, backbone, optimizer, scheduler, tokenizer, pretrained_hf, compile, hparams
         )
+        if trainable_blocks is not None and not 0 <= trainable_blocks <= self.config.n_layer:
+            raise ValueError(
+                f"trainable_blocks={trainable_blocks} must be between 0 (a linear probe) and n_layer="
+                f"{self.config.n_layer}, or null to train the whole backbone"
+            )
+        self.label_names = label_names
+        self.preprocessing = preprocessing
         self.head = ClassificationHead(self.config.n_embd, num_classes, pooling, head_dropout)
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weights", weights, persistent=False)
         self.label_smoothing = label_smoothing
         self.lm_loss_weight = lm_loss_weight
         self.layer_lr_decay = layer_lr_decay
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = WeightedMean()
+        self.test_loss = WeightedMean()
         # the auxiliary LM loss is logged on its own (*/lm_loss): */loss stays the classification loss
         self.train_lm_loss = MeanMetric(nan_strategy="disable")
         self.val_lm_loss = WeightedMean()
@@ -183,7 +190,7 @@ class GPTClassifier(GPTModule):
                 metric.reset()
         return loss if lm_loss is None else loss + self.lm_loss_weight * lm_loss
 
-    def _evaluate(self, batch: Batch, stage: str) -> None:
+    def _evaluate(self, stage: str, batch: Batch) -> None:
         loss, lm_loss, logits = self._step(batch)
         labels = batch["labels"]
         getattr(self, f"{stage}_loss").update(loss, len(labels))
@@ -200,10 +207,10 @@ class GPTClassifier(GPTModule):
             self.log("test/ece", self.test_ece)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate("val", batch)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate("test", batch)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities (B, classes)."""
@@ -228,29 +235,16 @@ class GPTClassifier(GPTModule):
         self.val_f1_best.update(self.val_f1.compute())
         self.log("val/f1_best", self.val_f1_best.compute())
 
-    def data_kwargs(self) -> dict[str, Any]:
-        return {
-            **super().data_kwargs(),
-            "label_names": self.label_names,
-            "preprocessing": self.hparams["preprocessing"],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.check_same_data(checkpoint.get("hyper_parameters", {}))
-
-    def check_same_data(self, saved_hparams: Mapping[str, Any]) -> None:
-        """Refuse weights trained on texts preprocessed otherwise than this model's data is."""
+    def data_differences(self, saved_hparams: Mapping[str, Any]) -> list[str]:
+        """How the texts behind weights saved with ``saved_hparams`` were read otherwise than this model's
+        data is (:func:`gptlab.checkpoints.fit.check_fits`)."""
         saved = saved_hparams.get("preprocessing")
-        if (
-            saved is not None
-            and WordPreprocessing.from_any(saved).to_hparams() != self.hparams["preprocessing"]
-        ):
-            raise ValueError(
-                f"the checkpoint was trained on texts preprocessed with {_settings(saved)}, but this "
-                f"run's data.preprocessing is {_settings(self.hparams['preprocessing'])}; resume with the "
-                "checkpoint's data.preprocessing, or start a new run without ckpt_path"
-            )
+        if saved is None or WordPreprocessing.from_any(saved).to_hparams() == self.hparams["preprocessing"]:
+            return []
+        return [
+            f"it was trained on texts preprocessed with {_settings(saved)}, but this run's "
+            f"data.preprocessing is {_settings(self.hparams['preprocessing'])}"
+        ]
 
     def parameter_groups(self) -> list[dict]:
         if self.layer_lr_decay == 1.0:
@@ -283,6 +277,10 @@ class GPTClassifier(GPTModule):
         self.hparams["lora"] = None
         self.backbone.requires_grad_(True)
 
+    def for_export(self) -> GPTClassifier:
+        self.merge_lora()  # neither export format knows adapters; merged, the weights compute the same
+        return self
+
     def load_pretrained(self, source: str | os.PathLike | Checkpoint) -> None:
         """Copy the backbone weights of a gptlab checkpoint; refuse one that does not fit this model.
 
@@ -290,31 +288,19 @@ class GPTClassifier(GPTModule):
         goes on); a language-model checkpoint leaves the freshly initialised head as it is.
         """
         checkpoint = source if isinstance(source, Checkpoint) else Checkpoint.read(source)
-        where = f"pretrained checkpoint '{checkpoint.path}'"
-        saved_tokenizer = checkpoint.tokenizer(where)
         if self.tokenizer is None:
-            self.tokenizer = saved_tokenizer
-        check_same_tokenizer(
-            self.tokenizer,
-            saved_tokenizer,
-            where,
-            "fine-tune with the checkpoint's tokenizer (gptlab-train loads it when model.pretrained is set)",
-        )
+            self.tokenizer = checkpoint.tokenizer()
+        try:
+            fit.check_fits(
+                checkpoint,
+                self,
+                finetune=True,
+                fix="fine-tune with the checkpoint's tokenizer (gptlab-train loads it when model.pretrained "
+                "is set) and set model.backbone to the shapes it was trained with",
+            )
+        except fit.CheckpointMismatch as err:
+            raise fit.CheckpointMismatch(f"pretrained checkpoint '{checkpoint.path}': {err}") from None
         hparams = checkpoint.hparams
-        saved = GPTConfig(vocab_size=hparams["vocab_size"], **hparams["backbone"])
-        wrong = finetune_mismatches(saved, self.config)
-        if wrong:
-            raise ValueError(
-                f"{where} does not fit model.backbone: {', '.join(wrong)}; set "
-                "model.backbone to the shapes the checkpoint was trained with"
-            )
-        saved_labels = hparams.get("label_names")
-        if saved_labels is not None and list(saved_labels) != self.label_names:
-            raise ValueError(
-                f"{where} classifies into {list(saved_labels)}, but this data has "
-                f"labels {self.label_names}; fine-tune from a language-model checkpoint, or use data "
-                "with the checkpoint's label set"
-            )
         state = checkpoint.submodule_state("backbone")
         if hparams.get("lora") is not None:  # a LoRA classifier's adapters, folded into its weights
             state = merge_lora_state(state, LoRAConfig.from_any(hparams["lora"]).scale)
@@ -322,7 +308,7 @@ class GPTClassifier(GPTModule):
         if not self.config.tie_embeddings:  # an untied head has weights of its own, padded like wte's
             head = {"wte.weight": checkpoint.submodule_state("lm_head")["weight"]}
             self.lm_head.weight.data.copy_(fit_to_backbone(head, self.config)["wte.weight"])
-        if saved_labels is not None:
+        if hparams.get("label_names") is not None:
             self.head.load_state_dict(checkpoint.submodule_state("head"))
 
 

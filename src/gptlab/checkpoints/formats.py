@@ -1,6 +1,7 @@
 """A trained model written for use outside gptlab's checkpoints: a Hugging Face GPT-2 directory, or
-plain safetensors weights with the model config and tokenizer as JSON (which :func:`load_safetensors`
-turns back into the module)."""
+plain safetensors weights with the model config and tokenizer as JSON (which
+:func:`gptlab.tasks.registry.load_safetensors` turns back into the module). Any module with a ``backbone``,
+its ``config``, ``hparams`` and ``tokenizer`` is written: a task's, or a plain model."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import logging
 import os
 from pathlib import Path
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
+from torch import nn
 
-from gptlab.models.classifier import GPTClassifier
-from gptlab.models.hf import save_hf_gpt2
-from gptlab.models.io import module_class
-from gptlab.models.module import GPTModule
-from gptlab.tokenization import Tokenizer
+from gptlab.checkpoints.hf import save_hf_gpt2
 from gptlab.tokenization.hf_files import hf_tokenizer_files
 
 log = logging.getLogger(__name__)
@@ -25,7 +23,7 @@ MODEL_CONFIG_FILE = "gptlab_model.json"
 TOKENIZER_FILE = "gptlab_tokenizer.json"
 
 
-def export_hf(model: GPTModule, directory: str | os.PathLike) -> list[Path]:
+def export_hf(model: nn.Module, directory: str | os.PathLike) -> list[Path]:
     """Write ``model``'s backbone and tied LM head as a directory ``transformers.GPT2LMHeadModel`` and
     ``AutoTokenizer`` load; return the files written.
 
@@ -37,10 +35,13 @@ def export_hf(model: GPTModule, directory: str | os.PathLike) -> list[Path]:
     eot_id = None if tokenizer is None else tokenizer.eot_id
     backbone_state = model.backbone.state_dict()
     written = save_hf_gpt2(backbone_state, model.config, directory, eot_id)
-    if isinstance(model, GPTClassifier):
+    heads = [name for name, child in model.named_children() if name not in ("backbone", "lm_head")
+             and any(True for _ in child.parameters())]  # fmt: skip
+    if heads:
         log.warning(
-            "the classification head is not exported: GPT2LMHeadModel has none (format=safetensors "
-            "keeps it); the backbone and its tied LM head are"
+            "%s not exported: GPT2LMHeadModel has no place for them (format=safetensors keeps them); the "
+            "backbone and its tied LM head are",
+            ", ".join(f"the {name}" for name in heads),
         )
     files = {} if tokenizer is None else hf_tokenizer_files(tokenizer, model.config.block_size)
     if not files:
@@ -54,7 +55,7 @@ def export_hf(model: GPTModule, directory: str | os.PathLike) -> list[Path]:
     return written
 
 
-def export_safetensors(model: GPTModule, directory: str | os.PathLike) -> list[Path]:
+def export_safetensors(model: nn.Module, directory: str | os.PathLike) -> list[Path]:
     """Write the whole module's weights as safetensors, its hyperparameters and its tokenizer as JSON."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -70,22 +71,3 @@ def export_safetensors(model: GPTModule, directory: str | os.PathLike) -> list[P
         tokenizer_file.write_text(model.tokenizer.to_json(), encoding="utf-8")
         written.append(tokenizer_file)
     return written
-
-
-def load_safetensors(directory: str | os.PathLike) -> GPTModule:
-    """The module :func:`export_safetensors` wrote to ``directory``, on the CPU (tokenizer attached
-    when one was saved)."""
-    directory = Path(directory).expanduser()
-    config_file = directory / MODEL_CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"'{directory}' has no {MODEL_CONFIG_FILE}; pass a directory written by "
-            "gptlab-export format=safetensors"
-        )
-    saved = json.loads(config_file.read_text(encoding="utf-8"))
-    model = module_class(saved["class"], str(config_file))(**saved["hyper_parameters"])
-    load_model(model, str(directory / WEIGHTS_FILE), strict=True)
-    tokenizer_file = directory / TOKENIZER_FILE
-    if tokenizer_file.is_file():
-        model.tokenizer = Tokenizer.from_json(tokenizer_file.read_text(encoding="utf-8"))
-    return model

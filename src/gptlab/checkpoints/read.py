@@ -1,7 +1,7 @@
 """A gptlab checkpoint read from disk once: its contents, the module class that wrote it, its tokenizer.
 
-Every module writes its class name under ``CLASS_KEY`` (see ``GPTModule.on_save_checkpoint``);
-:mod:`gptlab.models.io` turns the name back into the class.
+Every task writes its class name under ``CLASS_KEY`` (see ``GPTTask.on_save_checkpoint``);
+:mod:`gptlab.tasks.registry` turns the name back into the task.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from gptlab.tokenization import Tokenizer, checkpoint_tokenizer
 CLASS_KEY = "gptlab_class"
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """A gptlab checkpoint's contents, loaded with ``weights_only=True`` (no code runs)."""
+def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A gptlab checkpoint's contents, loaded with ``weights_only=True`` (no code runs); ``mmap`` maps the
+    tensors instead of reading them (for a look at their shapes)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -34,7 +35,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive (a text file, a truncated copy...)
         raise not_torch
     try:
-        contents = torch.load(path, map_location=map_location, weights_only=True)
+        contents = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise  # torch's message says what it refused to run (nothing was run)
     except (RuntimeError, KeyError, EOFError) as err:  # a zip archive of something else
@@ -58,8 +59,8 @@ class Checkpoint:
         self.contents = contents
 
     @classmethod
-    def read(cls, path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
-        return cls(path, read_checkpoint(path, map_location))
+    def read(cls, path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> Checkpoint:
+        return cls(path, read_checkpoint(path, map_location, mmap))
 
     def __repr__(self) -> str:
         return f"Checkpoint('{self.path}')"
