@@ -20,13 +20,13 @@ from rich.table import Table
 
 from gptlab.run import sweep_stats
 from gptlab.run.hydra import is_pruned
+from gptlab.run.record import SUMMARY_FILE as RUN_SUMMARY_FILE
 
 RESULT_FILE = "job_result.json"
 SUMMARY_FILE = "sweep_summary.json"
 PLOT_FILE = "sweep_summary.png"
 # What a run writes when it ends (gptlab/run/record.py): {"metrics": {name: value}, "target": {"reached":
 # {"step", "seconds", "value"} or null, ...} or null}; a job's metrics for the statistics come from it.
-RUN_SUMMARY_FILE = "run_summary.json"
 
 
 class SweepSummary(Callback):

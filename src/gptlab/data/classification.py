@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader
 from gptlab.data.datamodules import GlobalBatchDataModule, check_block_size, check_split_fractions
 from gptlab.data.datasets import UNKNOWN_CHARS as DATASET_UNKNOWN_CHARS
 from gptlab.data.datasets import TextClassificationDataset, describe_dropped, pad_collate
+from gptlab.data.documents import SPLITS
 from gptlab.data.readers import CorpusFormatError, expand_paths, iter_records
 from gptlab.data.sampling import BucketBatchSampler, ResumableDataLoader
 from gptlab.tokenization import Tokenizer, UnknownCharactersError
 from gptlab.tokenization.words import WordPreprocessing
 
 EMPTY_TEXT = ("skip", "error")
-SPLITS = ("train", "val", "test")
 # drop_rare: drop what a vocabulary lacks while it is at most RARE_UNKNOWN_SHARE of the training text
 UNKNOWN_CHARS = (*DATASET_UNKNOWN_CHARS, "drop_rare")
 RARE_UNKNOWN_SHARE = 0.005
