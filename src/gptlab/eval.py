@@ -7,13 +7,13 @@ gptlab-eval ckpt_path=... data=corpus data.path=<any text> data.eval_sets='{kjv:
 
 from __future__ import annotations
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.run.board import log_hparams
-from gptlab.run.hydra import check_config_dir, instantiate_group
+from gptlab.run.entry import entry_point
+from gptlab.run.hydra import instantiate_group
 from gptlab.run.speed import resolve_auto_speed
 from gptlab.tasks.registry import load_module, task_for_module
 
@@ -46,9 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+main = entry_point(evaluate, "eval")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from gptlab.checkpoints.formats import export_hf, export_safetensors
-from gptlab.run.hydra import check_config_dir
+from gptlab.run.entry import entry_point
 from gptlab.tasks.registry import load_module
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,7 @@ def export(cfg: DictConfig) -> list[Path]:
     return files
 
 
-@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="export")
-def main(cfg: DictConfig) -> None:
-    export(cfg)
+main = entry_point(export, "export")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,11 @@ gptlab-generate ckpt_path=path/to/last.ckpt prompt="ROMEO:" max_new_tokens=300 t
 
 from __future__ import annotations
 
-import sys
-
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings, settings_of
+from gptlab.run.entry import entry_point
+from gptlab.run.hydra import check_device, settings_of
 from gptlab.tasks.registry import load_module, task_for_module
 
 
@@ -64,17 +62,15 @@ def check_settings(cfg: DictConfig) -> None:
     check_device(cfg.device)
 
 
-@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="generate")
-def hydra_main(cfg: DictConfig) -> None:
+def print_samples(cfg: DictConfig) -> None:
+    """What gptlab-generate prints: each sample, separated by a rule."""
     for i, text in enumerate(generate(cfg)):
         if i:
             print("\n" + "-" * 40)
         print(text)
 
 
-def main() -> None:
-    refuse_unknown_settings(sys.argv[1:], "generate")
-    hydra_main()
+main = entry_point(print_samples, "generate")
 
 
 if __name__ == "__main__":

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from gptlab.data.readers import expand_paths, iter_records
+from gptlab.run.entry import entry_point
 from gptlab.run.files import atomic_write
-from gptlab.run.hydra import check_config_dir, check_device, refuse_unknown_settings
+from gptlab.run.hydra import check_device
 from gptlab.tasks.registry import load_module, task_for_module
 
 log = logging.getLogger(__name__)
@@ -80,14 +79,7 @@ def _is_predictions(path: Path) -> bool:
         return stream.readline().decode("utf-8", errors="replace").strip().split(",")[:2] == list(HEADER)
 
 
-@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="predict")
-def hydra_main(cfg: DictConfig) -> None:
-    predict(cfg)
-
-
-def main() -> None:
-    refuse_unknown_settings(sys.argv[1:], "predict")
-    hydra_main()
+main = entry_point(predict, "predict")
 
 
 if __name__ == "__main__":

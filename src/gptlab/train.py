@@ -10,10 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import signal
-import sys
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -27,14 +24,11 @@ from gptlab.checkpoints.read import Checkpoint
 from gptlab.data.sampling import BatchPlan
 from gptlab.run.board import link_board_run, log_hparams
 from gptlab.run.dirs import newest_resumable_checkpoint
+from gptlab.run.entry import entry_point
 from gptlab.run.hydra import (
     RunStopped,
-    check_config_dir,
     instantiate_group,
-    multirun_flag_first,
     refuse_script_launcher_in_sweep,
-    require_optional_packages,
-    run_task,
 )
 from gptlab.run.record import hold_run_log, log_checkpoint_path, record_run, summarize_run
 from gptlab.run.speed import resolve_auto_speed
@@ -249,19 +243,7 @@ def log_best(trainer: L.Trainer) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path=check_config_dir(), config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
-    return run_task(train, cfg)
-
-
-def main() -> None:
-    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
-    require_optional_packages(sys.argv[1:])
-    try:
-        hydra_main()
-    except SIGTERMException:
-        # Lightning stops on SIGTERM with a bare SystemExit (status 0); a scheduler should see "terminated"
-        sys.exit(128 + signal.SIGTERM)
+main = entry_point(train, "train")
 
 
 if __name__ == "__main__":
