@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gptlab.callbacks.throughput import batch_tokens
+from gptlab.checkpoints import fit
 from gptlab.checkpoints import read as checkpoint_module
 from gptlab.checkpoints.fit import CheckpointMismatch, check_fits
 from gptlab.checkpoints.read import Checkpoint
@@ -275,7 +276,7 @@ def test_loading_a_checkpoint_with_another_tokenizer_names_both(lm_checkpoint):
         check_fits(checkpoint, model)
 
 
-def test_fine_tune_with_another_attention_fp32_reads_the_checkpoint_once(
+def test_fine_tune_with_another_attention_fp32_reads_and_checks_the_checkpoint_once(
     compose_train, austen_sample, tmp_path, monkeypatch
 ):
     tokenizer = char_tokenizer([AUSTEN.read_text(encoding="utf-8")[:3000]])
@@ -286,11 +287,14 @@ def test_fine_tune_with_another_attention_fp32_reads_the_checkpoint_once(
     monkeypatch.setattr(
         checkpoint_module, "read_checkpoint", lambda *a, **k: reads.append(a[0]) or read(*a, **k)
     )
+    checks, real_check = [], fit.check_fits
+    monkeypatch.setattr(fit, "check_fits", lambda *a, **k: checks.append(a[0].path) or real_check(*a, **k))
     cfg = compose_train("experiment=austen_finetune", "debug=fdr", f"data.path={austen_sample}",
                         f"model.pretrained={pretrained}", "model.backbone.attention_fp32=true",
                         "data.unknown_chars=drop", *TINY_CLASSIFIER)  # fmt: skip
     assert 0 <= train(cfg) <= 1
     assert reads == [str(pretrained)]  # the tokenizer and the weights came from one read
+    assert checks == [pretrained]  # and one check that they fit the classifier and its data
 
 
 # --- data --------------------------------------------------------------------------------------------

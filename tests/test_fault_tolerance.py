@@ -366,3 +366,21 @@ def test_a_refused_run_leaves_the_other_run_untouched(tmp_path, corpus):
     assert "backbone.n_layer: 2 in the checkpoint, 3 here" in done.stdout
     assert snapshot(run) == before
     assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == ["mine"]
+
+
+def test_a_resume_checks_once_that_the_checkpoint_fits(compose_train, corpus, tmp_path, monkeypatch):
+    from gptlab.checkpoints import fit
+
+    common = [f"data.path={corpus}", *TINY_OVERRIDES, *QUIET, f"paths.output_dir={tmp_path / 'run'}"]
+    train(compose_train(*common, "trainer.max_steps=4"))
+    calls = []
+    check_fits = fit.check_fits
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].path)
+        return check_fits(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "check_fits", counted)
+    train(compose_train(*common, "trainer.max_steps=6", "ckpt_path=last"))
+    assert calls == [tmp_path / "run" / "checkpoints" / "last.ckpt"]
+    assert checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6

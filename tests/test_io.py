@@ -65,7 +65,7 @@ def test_a_checkpoint_of_an_unknown_class_or_the_wrong_one_is_refused(tmp_path):
     checkpoint[CLASS_KEY] = "os.system"
     torch.save(checkpoint, tmp_path / "forged.ckpt")
     with pytest.raises(
-        ValueError, match=r"unknown model class 'os.system'; known: \['GPTClassifier', 'GPTModule'\]"
+        ValueError, match=r"unknown model class 'os.system'; known: \['GPTClassifier', 'GPTModule'"
     ):
         load_module(tmp_path / "forged.ckpt")
 

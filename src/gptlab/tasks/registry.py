@@ -11,6 +11,7 @@ nothing is guessed, and no code from the checkpoint runs.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -90,12 +91,25 @@ register(
 )
 
 
+ENTRY_POINT_GROUP = "gptlab.tasks"
+
+
+def load_installed_tasks() -> None:
+    """Import the modules that installed packages name under the ``gptlab.tasks`` entry-point group
+    (each calls :func:`register`), so that a command line knows their tasks without importing them."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+
+
 def task_of(class_name: str, where: str) -> Task:
     """The task registered as ``class_name`` (``where`` names the file in the error)."""
     if class_name not in TASKS:
+        load_installed_tasks()
+    if class_name not in TASKS:
         raise ValueError(
-            f"{where}: unknown model class {class_name!r}; known: {sorted(TASKS)} (a task of your own is "
-            "known once the module that registers it is imported)"
+            f"{where}: unknown model class {class_name!r}; known: {sorted(TASKS)}. A task of your own is "
+            f"known once the module that registers it is imported: name it in your package's "
+            f"[project.entry-points.\"{ENTRY_POINT_GROUP}\"] table"
         )
     return TASKS[class_name]
 
